@@ -1,0 +1,11 @@
+//! Umbra's guest memory and everything about address translation.
+//!
+//! - [`addr`]: the address newtypes (`Gpa`, `Gfn`, `Gva`, `Hva`) that keep address spaces apart.
+//! - [`memslot`]: guest physical memory as a set of slots (KVM's scalable memslots).
+//!
+//! The MMU knows nothing about instructions: the interpreter, the JIT, the gdbstub and the TUI
+//! all come here to turn guest addresses into host memory.
+#![deny(missing_docs)]
+
+pub mod addr;
+pub mod memslot;

@@ -1,0 +1,1 @@
+//! Memslots: see the module docs once written.
