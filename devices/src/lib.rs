@@ -1,1 +1,12 @@
-//! umbra-devices
+//! Umbra's device bus and device models.
+//!
+//! One [`bus::Bus`] type serves port I/O and MMIO alike; a device sees only reads and writes at
+//! offsets inside its own range and knows nothing about the backend (interpreter, JIT or KVM)
+//! that produced them. What a device wants of the machine as a whole (stop it, reset it) goes
+//! through [`run_control::RunControl`].
+#![deny(missing_docs)]
+
+pub mod bus;
+pub mod debug_exit;
+pub mod run_control;
+pub mod uart;
