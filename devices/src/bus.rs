@@ -155,7 +155,7 @@ mod tests {
         let mut byte = [0];
         assert_eq!(bus.read(0x3fd, &mut byte), Access::Handled);
         assert_eq!(byte, [5]);
-        assert_eq!(bus.write(0x3f8, &[b'A']), Access::Handled);
+        assert_eq!(bus.write(0x3f8, b"A"), Access::Handled);
         assert_eq!(dev.lock().last_write, Some((0, vec![b'A'])));
     }
 
