@@ -1,0 +1,257 @@
+//! Builds the firmware images. Each image is the shared sources plus its own source in
+//! `asm/`, assembled by GNU `as`, linked by GNU `ld` with `asm/rom.ld` into an ELF that
+//! keeps its symbols and line info (for gdb), and cut by `objcopy` into the flat 64 KiB ROM.
+//! Two Rust fragments in `OUT_DIR` describe the results to `src/lib.rs`: `builtin.rs` (the
+//! table of images users pick by name) and `test_images.rs` (one function per test image).
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::{env, fs};
+
+/// The size of every ROM (`umbra_firmware::ROM_SIZE`).
+const ROM_SIZE: usize = 0x10000;
+/// Where the CPU starts in the ROM: address 0xffff_fff0.
+const RESET_VECTOR_OFFSET: usize = 0xfff0;
+/// The opcode of the near jump `asm/boot.s` puts at the reset vector.
+const NEAR_JMP: u8 = 0xe9;
+
+/// Sources linked into every image, in `asm/`.
+const SHARED_SOURCES: &[&str] = &["boot.s", "console.s", "traps.s", "paging.s", "checks.s"];
+/// The shared include and the linker script, in `asm/`.
+const INCLUDE: &str = "umbra.inc";
+const LINKER_SCRIPT: &str = "rom.ld";
+
+/// Who gets to pick an image.
+enum Listing {
+    /// Listed by `builtin()`, found by `find()`.
+    Builtin,
+    /// Reached only through a function of the same name in `test_images`.
+    TestOnly,
+}
+
+/// One image to build.
+struct ImageSpec {
+    /// The name users and tests pick it by.
+    name: &'static str,
+    /// Its own source in `asm/`, linked after the shared ones; it defines `image_main`.
+    source: &'static str,
+    /// `--defsym` definitions for `as`.
+    defines: &'static [&'static str],
+    /// Whether users can pick it.
+    listing: Listing,
+    /// One line for `umbra firmware list`.
+    summary: &'static str,
+}
+
+/// Every image: adding one takes an asm source and one line here.
+const IMAGES: &[ImageSpec] = &[
+    ImageSpec {
+        name: "demo",
+        source: "demo.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "reset to long mode, then checks CR3 switches, CR0.WP and a 2 MiB page",
+    },
+    ImageSpec {
+        name: "demo-fail",
+        source: "demo.s",
+        defines: &["FORCE_FAIL=1"],
+        listing: Listing::TestOnly,
+        summary: "demo with one check made to fail, so it exits with status 1",
+    },
+];
+
+/// Why the firmware could not be built.
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    #[error("cargo did not set {0}")]
+    MissingEnv(&'static str),
+    #[error("`{tool}` not found: building the firmware needs GNU binutils (as, ld, objcopy)")]
+    ToolMissing { tool: String },
+    #[error("could not run `{tool}`: {source}")]
+    ToolSpawn { tool: String, source: io::Error },
+    #[error("`{command}` failed ({status})")]
+    ToolFailed { command: String, status: ExitStatus },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not valid UTF-8, so include_bytes! cannot name it", path.display())]
+    NonUtf8Path { path: PathBuf },
+    #[error("{image}.rom is {size} bytes, not {ROM_SIZE}")]
+    RomSize { image: &'static str, size: usize },
+    #[error(
+        "{image}.rom has {byte:#04x} at the reset vector (offset {RESET_VECTOR_OFFSET:#x}), not a near jmp ({NEAR_JMP:#04x})"
+    )]
+    ResetVector { image: &'static str, byte: u8 },
+}
+
+fn main() {
+    if let Err(error) = build() {
+        eprintln!("umbra-firmware: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn build() -> Result<(), BuildError> {
+    let manifest_dir = env_path("CARGO_MANIFEST_DIR")?;
+    let out_dir = env_path("OUT_DIR")?;
+    let asm_dir = manifest_dir.join("asm");
+
+    let mut inputs: Vec<&str> = vec![INCLUDE, LINKER_SCRIPT];
+    inputs.extend(SHARED_SOURCES);
+    inputs.extend(IMAGES.iter().map(|image| image.source));
+    inputs.sort_unstable();
+    inputs.dedup();
+    for input in inputs {
+        println!("cargo:rerun-if-changed={}", asm_dir.join(input).display());
+    }
+
+    let shared_dir = out_dir.join("shared");
+    create_dir(&shared_dir)?;
+    let mut shared_objects = Vec::with_capacity(SHARED_SOURCES.len());
+    for source in SHARED_SOURCES {
+        let object = shared_dir.join(Path::new(source).with_extension("o"));
+        assemble(&asm_dir, source, &[], &object)?;
+        shared_objects.push(object);
+    }
+
+    let mut builtin = String::from("[\n");
+    let mut test_images = String::new();
+    for image in IMAGES {
+        let elf = out_dir.join(format!("{}.elf", image.name));
+        let rom = out_dir.join(format!("{}.rom", image.name));
+        let object = out_dir.join(format!("{}.o", image.name));
+        assemble(&asm_dir, image.source, image.defines, &object)?;
+        link(&asm_dir.join(LINKER_SCRIPT), &shared_objects, &object, &elf)?;
+        run(Command::new("objcopy")
+            .args(["-O", "binary", "-j", ".rom"])
+            .arg(&elf)
+            .arg(&rom))?;
+        verify_rom(image.name, &rom)?;
+
+        let literal = image_literal(image, &rom, &elf)?;
+        match image.listing {
+            Listing::Builtin => builtin.push_str(&format!("    {literal},\n")),
+            Listing::TestOnly => test_images.push_str(&format!(
+                "/// {}\npub fn {}() -> &'static crate::Image {{\n    static IMAGE: crate::Image = {literal};\n    &IMAGE\n}}\n",
+                image.summary,
+                image.name.replace('-', "_"),
+            )),
+        }
+    }
+    builtin.push_str("]\n");
+    write(&out_dir.join("builtin.rs"), &builtin)?;
+    write(&out_dir.join("test_images.rs"), &test_images)
+}
+
+/// `as` one source from `asm/` into `object`.
+fn assemble(
+    asm_dir: &Path,
+    source: &str,
+    defines: &[&str],
+    object: &Path,
+) -> Result<(), BuildError> {
+    let mut command = Command::new("as");
+    command.args(["--64", "-g", "-I"]).arg(asm_dir);
+    for define in defines {
+        command.args(["--defsym", define]);
+    }
+    run(command.arg("-o").arg(object).arg(asm_dir.join(source)))
+}
+
+/// `ld` the shared objects and the image's own object into `elf`.
+fn link(
+    linker_script: &Path,
+    shared_objects: &[PathBuf],
+    image_object: &Path,
+    elf: &Path,
+) -> Result<(), BuildError> {
+    run(Command::new("ld")
+        .args(["--fatal-warnings", "-nostdlib", "-static", "-T"])
+        .arg(linker_script)
+        .arg("-o")
+        .arg(elf)
+        .args(shared_objects)
+        .arg(image_object))
+}
+
+/// Runs one tool; its own messages go to the build script's output, which cargo shows
+/// when the build fails.
+fn run(command: &mut Command) -> Result<(), BuildError> {
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let status = command.status().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => BuildError::ToolMissing { tool: tool.clone() },
+        _ => BuildError::ToolSpawn {
+            tool: tool.clone(),
+            source,
+        },
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    let command_line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(BuildError::ToolFailed {
+        command: command_line,
+        status,
+    })
+}
+
+/// Checks what the CPU and Umbra rely on: 64 KiB, and the reset vector's jump at 0xfff0.
+fn verify_rom(image: &'static str, rom: &Path) -> Result<(), BuildError> {
+    let bytes = fs::read(rom).map_err(|source| BuildError::Io {
+        path: rom.to_owned(),
+        source,
+    })?;
+    if bytes.len() != ROM_SIZE {
+        return Err(BuildError::RomSize {
+            image,
+            size: bytes.len(),
+        });
+    }
+    match bytes[RESET_VECTOR_OFFSET] {
+        NEAR_JMP => Ok(()),
+        byte => Err(BuildError::ResetVector { image, byte }),
+    }
+}
+
+/// The `Image { .. }` expression for one built image.
+fn image_literal(image: &ImageSpec, rom: &Path, elf: &Path) -> Result<String, BuildError> {
+    Ok(format!(
+        "crate::Image {{ name: {:?}, summary: {:?}, rom: include_bytes!({:?}), elf: {:?} }}",
+        image.name,
+        image.summary,
+        utf8(rom)?,
+        utf8(elf)?,
+    ))
+}
+
+fn utf8(path: &Path) -> Result<&str, BuildError> {
+    path.to_str().ok_or_else(|| BuildError::NonUtf8Path {
+        path: path.to_owned(),
+    })
+}
+
+fn env_path(name: &'static str) -> Result<PathBuf, BuildError> {
+    env::var_os(name)
+        .map(PathBuf::from)
+        .ok_or(BuildError::MissingEnv(name))
+}
+
+fn create_dir(path: &Path) -> Result<(), BuildError> {
+    fs::create_dir_all(path).map_err(|source| BuildError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), BuildError> {
+    fs::write(path, contents).map_err(|source| BuildError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
