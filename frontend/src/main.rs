@@ -1,1 +1,103 @@
-fn main() {}
+//! `umbra`: boot a guest on KVM or Umbra's emulator.
+
+use std::fs::File;
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use umbra::accel;
+use umbra::cli::{Cli, Command, FirmwareCommand, RunArgs, SerialTarget};
+use umbra::machine::{Machine, MachineConfig, MachineError};
+use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
+use umbra::rom::RomImage;
+
+/// An error and the exit status it gives.
+struct Failure {
+    error: anyhow::Error,
+    status: u8,
+}
+
+impl Failure {
+    fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            error: error.into(),
+            status: EXIT_BAD_INPUT,
+        }
+    }
+
+    fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            error: error.into(),
+            status: EXIT_GUEST_FAILURE,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("umbra: {message} (see 'umbra --help')");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Firmware(FirmwareCommand::List) => Ok(list_firmware()),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(failure) => {
+            eprintln!("umbra: {:#}", failure.error);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+fn list_firmware() -> u8 {
+    for image in umbra_firmware::builtin() {
+        println!("{:<16} {}", image.name, image.summary);
+    }
+    0
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    let rom = RomImage::resolve(&args.firmware).map_err(Failure::bad_input)?;
+    let serial: Box<dyn Write + Send> = match &args.serial {
+        SerialTarget::Stdio => Box::new(std::io::stdout()),
+        SerialTarget::File(path) => Box::new(
+            File::create(path)
+                .with_context(|| format!("cannot create serial output file {}", path.display()))
+                .map_err(Failure::bad_input)?,
+        ),
+    };
+    let choice = accel::choose(args.accel).map_err(Failure::runtime)?;
+    eprintln!("umbra: accel {}", choice.reason);
+    let config = MachineConfig {
+        memory: args.memory,
+        rom: &rom.bytes,
+        serial,
+    };
+    let mut machine = Machine::new(choice.hypervisor.as_ref(), config).map_err(|e| match e {
+        MachineError::Memory(_) => {
+            Failure::bad_input(anyhow::Error::new(e).context(format!("-m {}", args.memory)))
+        }
+        other => Failure::runtime(other),
+    })?;
+    let outcome = machine.run().map_err(Failure::runtime)?;
+    eprintln!("{}", summary_line(choice.hypervisor.name(), &outcome));
+    Ok(exit_status(&outcome.end, args.exit_code))
+}

@@ -1,0 +1,124 @@
+//! The seam between a machine and what runs its guest code.
+//!
+//! Three traits in the shape of a hypervisor API: a [`Hypervisor`] makes a [`Vm`] over the
+//! machine's memslots, a `Vm` makes [`Vcpu`]s, and [`Vcpu::run`] runs guest code until
+//! something needs the machine's attention, returning a small owned [`VcpuExit`]. Port and MMIO
+//! accesses reach the devices through the [`IoHandler`] handed to each vCPU when it is created,
+//! during `run`, so no borrow of a backend's internals (such as KVM's shared run page) ever
+//! escapes it.
+
+pub mod kvm;
+
+use std::sync::Arc;
+
+use umbra_mmu::addr::Gpa;
+use umbra_mmu::memslot::{Memslots, SlotId};
+
+use crate::state::{Registers, SystemRegisters};
+
+/// Where a vCPU's port and MMIO accesses go: the machine's device buses.
+pub trait IoHandler: Send + Sync {
+    /// An `IN` of `data.len()` bytes from `port`; the handler fills `data`.
+    fn pio_read(&self, port: u16, data: &mut [u8]);
+    /// An `OUT` of `data` to `port`.
+    fn pio_write(&self, port: u16, data: &[u8]);
+    /// A load of `data.len()` bytes from an address that is not RAM.
+    fn mmio_read(&self, gpa: Gpa, data: &mut [u8]);
+    /// A store to an address that is not RAM (or is read-only memory).
+    fn mmio_write(&self, gpa: Gpa, data: &[u8]);
+}
+
+/// Why [`Vcpu::run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// The guest did port or MMIO I/O, already handed to the [`IoHandler`]; the machine may want
+    /// to look at what the devices did (a stop request) before running on.
+    Io,
+    /// The guest executed HLT.
+    Halted {
+        /// RFLAGS.IF at the time: with interrupts off, nothing can wake the vCPU.
+        interrupts_enabled: bool,
+    },
+    /// The guest shut the machine down: a triple fault, or an explicit shutdown cycle.
+    Shutdown,
+    /// The run was cut short by a signal or a request to return, with nothing for the machine
+    /// to do.
+    Interrupted,
+    /// The backend could not go on with this guest code (KVM_EXIT_INTERNAL_ERROR: for example
+    /// an instruction its emulator cannot run).
+    InternalError {
+        /// What the backend says went wrong, as one line with its raw data.
+        description: String,
+    },
+    /// The backend refused to enter the guest with this state (KVM_EXIT_FAIL_ENTRY).
+    FailEntry {
+        /// The hardware's reason code.
+        reason: u64,
+        /// The host CPU that tried.
+        cpu: u32,
+    },
+    /// The guest asked the platform to shut down or reset (KVM_EXIT_SYSTEM_EVENT).
+    SystemEvent {
+        /// The event type, as KVM numbers it.
+        kind: u32,
+    },
+    /// An exit this backend does not handle.
+    Unsupported {
+        /// The backend's exit reason code.
+        code: u32,
+    },
+}
+
+/// Errors from a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// KVM is not there or cannot be used.
+    #[error(transparent)]
+    Kvm(#[from] kvm::KvmError),
+    /// A memslot operation failed.
+    #[error(transparent)]
+    Memslot(#[from] umbra_mmu::memslot::MemslotError),
+}
+
+/// Something that can make virtual machines: KVM, or Umbra's own emulator.
+pub trait Hypervisor {
+    /// A short name for messages ("kvm", "emu").
+    fn name(&self) -> &'static str;
+
+    /// A VM whose guest physical memory is `memslots`. The backend follows every later change
+    /// to them.
+    fn create_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<dyn Vm>, BackendError>;
+}
+
+/// A virtual machine: guest memory and the vCPUs that run in it.
+pub trait Vm: Send + Sync {
+    /// vCPU number `index`, in the architectural reset state, doing its I/O through `io`.
+    fn create_vcpu(
+        &self,
+        index: u32,
+        io: Arc<dyn IoHandler>,
+    ) -> Result<Box<dyn Vcpu>, BackendError>;
+
+    /// Gets and clears the dirty bitmap of a slot with dirty logging on (one bit per page,
+    /// bit `i` of word `i / 64` for the slot's page `i`), as KVM_GET_DIRTY_LOG: the pages
+    /// written since the last call.
+    fn get_dirty_log(&self, slot: SlotId) -> Result<Vec<u64>, BackendError>;
+}
+
+/// One virtual CPU.
+pub trait Vcpu: Send {
+    /// Runs guest code until it needs the machine's attention.
+    fn run(&mut self) -> Result<VcpuExit, BackendError>;
+
+    /// The general registers.
+    fn registers(&self) -> Result<Registers, BackendError>;
+
+    /// Replaces the general registers.
+    fn set_registers(&mut self, regs: &Registers) -> Result<(), BackendError>;
+
+    /// The segment, control and descriptor-table registers.
+    fn system_registers(&self) -> Result<SystemRegisters, BackendError>;
+
+    /// Replaces the segment, control and descriptor-table registers.
+    fn set_system_registers(&mut self, sregs: &SystemRegisters) -> Result<(), BackendError>;
+}

@@ -1,0 +1,139 @@
+//! The command line: `umbra run` and `umbra firmware list`, in QEMU's habits where users have
+//! them (`-m 512M`) with clear long options beside them.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::memory_size::MemorySize;
+
+/// Umbra: an x86-64 system emulator with a JIT, a software MMU and a KVM backend.
+#[derive(Debug, Parser)]
+#[command(name = "umbra", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a guest (by default the built-in `demo` firmware).
+    Run(RunArgs),
+    /// The guest programs built into Umbra.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
+}
+
+/// `umbra firmware ...`.
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// List the built-in firmware images.
+    List,
+}
+
+/// `umbra run`'s options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A built-in firmware image by name (see `umbra firmware list`) or a ROM image file
+    /// (a multiple of 64 KiB, at most 16 MiB, mapped below 4 GiB as a PC BIOS).
+    #[arg(long, value_name = "NAME|FILE", default_value = "demo")]
+    pub firmware: String,
+
+    /// What runs guest code: `kvm`, the emulator (`emu`), or `auto` to pick for this host.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+
+    /// Guest RAM, as QEMU's -m: 512M, 1G, or a bare number of MiB.
+    #[arg(
+        short = 'm',
+        long = "memory",
+        value_name = "SIZE",
+        default_value = "128M"
+    )]
+    pub memory: MemorySize,
+
+    /// Where the first serial port's output goes: `stdio` or `file:PATH`.
+    #[arg(long, value_name = "stdio|file:PATH", default_value = "stdio")]
+    pub serial: SerialTarget,
+
+    /// How a guest's isa-debug-exit status `v` becomes Umbra's exit status: `umbra` exits with
+    /// `v`, `qemu` with QEMU's `(v << 1) | 1`.
+    #[arg(long, value_enum, default_value_t = ExitCodeStyle::Umbra)]
+    pub exit_code: ExitCodeStyle,
+}
+
+/// The `--accel` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// KVM where it runs guests in hardware with two-dimensional paging, the emulator elsewhere.
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always Umbra's own emulator.
+    Emu,
+}
+
+/// The `--exit-code` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExitCodeStyle {
+    /// Exit with the status the guest wrote.
+    Umbra,
+    /// Exit with `(status << 1) | 1`, as QEMU's isa-debug-exit does.
+    Qemu,
+}
+
+/// The `--serial` choices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialTarget {
+    /// Umbra's standard output.
+    Stdio,
+    /// A file, created or truncated.
+    File(PathBuf),
+}
+
+impl FromStr for SerialTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            None if text == "stdio" => Ok(SerialTarget::Stdio),
+            Some(("file", path)) if !path.is_empty() => Ok(SerialTarget::File(path.into())),
+            _ => Err("expected 'stdio' or 'file:PATH'".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_qemu_style_memory_and_serial_targets() {
+        let cli =
+            Cli::try_parse_from(["umbra", "run", "-m", "512M", "--serial", "file:/tmp/x"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not a run command")
+        };
+        assert_eq!(args.memory.bytes(), 512 << 20);
+        assert_eq!(args.serial, SerialTarget::File("/tmp/x".into()));
+        assert_eq!(args.firmware, "demo");
+        assert_eq!(args.accel, Accel::Auto);
+    }
+
+    #[test]
+    fn bad_serial_targets_are_refused() {
+        for bad in ["file:", "tcp:1234", "stdout"] {
+            assert!(bad.parse::<SerialTarget>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The `umbra` command: its command line, the machine it assembles, and how a run is reported.
+//!
+//! - [`cli`]: the command line.
+//! - [`accel`]: choosing the backend for `--accel`.
+//! - [`rom`]: firmware images, built in or from a file.
+//! - [`memory_size`]: QEMU-style memory sizes.
+//! - [`memory_map`]: the PC memory map in memslots.
+//! - [`machine`]: the machine and its run loop.
+//! - [`report`]: the summary line and the exit status.
+#![deny(missing_docs)]
+
+pub mod accel;
+pub mod cli;
+pub mod machine;
+pub mod memory_map;
+pub mod memory_size;
+pub mod report;
+pub mod rom;

@@ -1,0 +1,216 @@
+//! A machine: guest memory, devices, a backend's VM and its vCPU, and the loop that runs it.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use umbra_cpu::backend::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, Vm};
+use umbra_cpu::state::CpuMode;
+use umbra_devices::bus::Bus;
+use umbra_devices::debug_exit::{DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN, DebugExit};
+use umbra_devices::run_control::{RunControl, StopReason};
+use umbra_devices::uart::{COM1_PORT, UART_PORT_LEN, Uart};
+use umbra_mmu::addr::Gpa;
+use umbra_mmu::memslot::{MemslotError, Memslots};
+
+use crate::memory_map;
+use crate::memory_size::MemorySize;
+
+/// What a machine is built from.
+pub struct MachineConfig<'a> {
+    /// Guest RAM.
+    pub memory: MemorySize,
+    /// The firmware ROM image.
+    pub rom: &'a [u8],
+    /// Where the first serial port's output goes.
+    pub serial: Box<dyn Write + Send>,
+}
+
+/// Why a machine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// Guest memory could not be laid out (for example, the host would not map that much).
+    #[error("cannot set up guest memory: {0}")]
+    Memory(#[from] MemslotError),
+    /// The backend refused.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A device range clashed with another (a bug in the machine's layout).
+    #[error("cannot place a device: {0}")]
+    Bus(#[from] umbra_devices::bus::BusError),
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The guest wrote `status` to the isa-debug-exit port.
+    DebugExit {
+        /// The value written.
+        status: u32,
+    },
+    /// The guest executed HLT and nothing can wake it.
+    Halted {
+        /// Whether interrupts were enabled (the machine has no interrupt sources to wake it).
+        interrupts_enabled: bool,
+    },
+    /// The guest shut the machine down: a triple fault.
+    Shutdown {
+        /// RIP when it happened, as the backend reports it.
+        rip: u64,
+        /// The CPU mode then.
+        mode: CpuMode,
+    },
+    /// The guest asked for a reset or power-off.
+    PlatformEvent(StopReason),
+    /// The backend could not go on.
+    BackendFailure(String),
+}
+
+impl std::fmt::Display for RunEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunEnd::DebugExit { status } => write!(f, "isa-debug-exit, status {status}"),
+            RunEnd::Halted {
+                interrupts_enabled: false,
+            } => f.write_str("halted with interrupts disabled"),
+            RunEnd::Halted {
+                interrupts_enabled: true,
+            } => f.write_str("halted with no interrupt source to wake it"),
+            RunEnd::Shutdown { rip, mode } => {
+                write!(f, "triple fault (shutdown) at rip {rip:#x} in {mode}")
+            }
+            RunEnd::PlatformEvent(reason) => write!(f, "{reason:?}"),
+            RunEnd::BackendFailure(what) => f.write_str(what),
+        }
+    }
+}
+
+/// The outcome of [`Machine::run`].
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// How the run ended.
+    pub end: RunEnd,
+    /// The number of times the vCPU left guest code.
+    pub exits: u64,
+    /// Wall-clock time from the first instruction to the end.
+    pub wall: Duration,
+}
+
+/// The machine's devices, as a vCPU reaches them: one bus for ports, one for MMIO.
+struct DeviceBuses {
+    pio: Bus,
+    mmio: Bus,
+}
+
+impl IoHandler for DeviceBuses {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        self.pio.read(port.into(), data);
+    }
+
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        self.pio.write(port.into(), data);
+    }
+
+    fn mmio_read(&self, gpa: Gpa, data: &mut [u8]) {
+        self.mmio.read(gpa.0, data);
+    }
+
+    fn mmio_write(&self, gpa: Gpa, data: &[u8]) {
+        self.mmio.write(gpa.0, data);
+    }
+}
+
+/// A PC with one vCPU, RAM, a firmware ROM, a UART and the debug-exit port.
+pub struct Machine {
+    memslots: Arc<Memslots>,
+    vm: Arc<dyn Vm>,
+    vcpu: Box<dyn Vcpu>,
+    control: Arc<RunControl>,
+}
+
+impl Machine {
+    /// Builds the machine on `hypervisor`.
+    pub fn new(hypervisor: &dyn Hypervisor, config: MachineConfig) -> Result<Self, MachineError> {
+        let memslots = Arc::new(Memslots::new());
+        memory_map::build(&memslots, config.memory, config.rom)?;
+        let control = Arc::new(RunControl::new());
+        let buses = DeviceBuses {
+            pio: Bus::new(),
+            mmio: Bus::new(),
+        };
+        buses.pio.insert(
+            COM1_PORT,
+            UART_PORT_LEN,
+            Arc::new(Mutex::new(Uart::new(config.serial))),
+        )?;
+        buses.pio.insert(
+            DEBUG_EXIT_PORT,
+            DEBUG_EXIT_PORT_LEN,
+            Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+        )?;
+        let vm = hypervisor.create_vm(memslots.clone())?;
+        let vcpu = vm.create_vcpu(0, Arc::new(buses))?;
+        Ok(Self {
+            memslots,
+            vm,
+            vcpu,
+            control,
+        })
+    }
+
+    /// The guest's memory.
+    pub fn memslots(&self) -> &Arc<Memslots> {
+        &self.memslots
+    }
+
+    /// The backend's VM.
+    pub fn vm(&self) -> &Arc<dyn Vm> {
+        &self.vm
+    }
+
+    /// Runs the guest until it ends.
+    pub fn run(&mut self) -> Result<RunOutcome, BackendError> {
+        let start = Instant::now();
+        let mut exits = 0;
+        let end = loop {
+            if let Some(reason) = self.control.stop_reason() {
+                break match reason {
+                    StopReason::DebugExit { status } => RunEnd::DebugExit { status },
+                    other => RunEnd::PlatformEvent(other),
+                };
+            }
+            exits += 1;
+            match self.vcpu.run()? {
+                VcpuExit::Io | VcpuExit::Interrupted => {}
+                VcpuExit::Halted { interrupts_enabled } => {
+                    break RunEnd::Halted { interrupts_enabled };
+                }
+                VcpuExit::Shutdown => {
+                    let rip = self.vcpu.registers()?.rip;
+                    let mode = self.vcpu.system_registers()?.mode();
+                    break RunEnd::Shutdown { rip, mode };
+                }
+                VcpuExit::InternalError { description } => {
+                    break RunEnd::BackendFailure(description);
+                }
+                VcpuExit::FailEntry { reason, cpu } => {
+                    break RunEnd::BackendFailure(format!(
+                        "KVM could not enter the guest (hardware reason {reason:#x} on host cpu {cpu})"
+                    ));
+                }
+                VcpuExit::SystemEvent { kind } => {
+                    break RunEnd::BackendFailure(format!("guest system event {kind}"));
+                }
+                VcpuExit::Unsupported { code } => {
+                    break RunEnd::BackendFailure(format!("unsupported exit reason {code}"));
+                }
+            }
+        };
+        Ok(RunOutcome {
+            end,
+            exits,
+            wall: start.elapsed(),
+        })
+    }
+}

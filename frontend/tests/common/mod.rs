@@ -1,0 +1,45 @@
+//! What the end-to-end tests share: running the `umbra` binary and knowing what the host has.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A `umbra` command with `args`.
+pub fn umbra(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_umbra"));
+    command.args(args);
+    command
+}
+
+/// Runs `umbra` with `args` and returns what it did.
+pub fn run_umbra(args: &[&str]) -> Output {
+    umbra(args).output().expect("umbra starts")
+}
+
+/// Whether KVM can be used here; if not, says the test is skipped.
+pub fn kvm_usable(test: &str) -> bool {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !usable {
+        eprintln!("skipped {test}: /dev/kvm is not available on this host");
+    }
+    usable
+}
+
+/// Whether `program` is on PATH; if not, says the test is skipped.
+pub fn have_program(test: &str, program: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(program).is_file())
+    });
+    if !found {
+        eprintln!("skipped {test}: {program} is not installed");
+    }
+    found
+}
+
+/// The text of a process's stream.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
