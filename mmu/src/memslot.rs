@@ -1,1 +1,0 @@
-//! Memslots: see the module docs once written.
