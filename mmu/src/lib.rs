@@ -2,6 +2,9 @@
 //!
 //! - [`addr`]: the address newtypes (`Gpa`, `Gfn`, `Gva`, `Hva`) that keep address spaces apart.
 //! - [`memslot`]: guest physical memory as a set of slots (KVM's scalable memslots).
+//! - [`paging`]: paging-structure entry bits, paging modes, page sizes, canonical addresses.
+//! - [`role`]: the CPU role, every CR0/CR4/EFER bit that changes how page tables are read.
+//! - [`walker`]: the guest page-table walker, the reference translation with exact #PF codes.
 //!
 //! The MMU knows nothing about instructions: the interpreter, the JIT, the gdbstub and the TUI
 //! all come here to turn guest addresses into host memory.
@@ -9,3 +12,6 @@
 
 pub mod addr;
 pub mod memslot;
+pub mod paging;
+pub mod role;
+pub mod walker;
