@@ -60,6 +60,7 @@
 //! An A/D update that cannot be written (ROM or MMIO, [`PageTableMemory::cmpxchg_u64`] returning
 //! `None`) is skipped and the access proceeds, as KVM does for read-only memslots.
 
+mod memslot_tables;
 mod permission;
 mod rsvd;
 
