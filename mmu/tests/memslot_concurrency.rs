@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
-use umbra_mmu::addr::{Gfn, Hva};
+use umbra_mmu::addr::{Gfn, Gpa, Hva};
 use umbra_mmu::memslot::{HostMapping, MemslotError, MemslotFlags, Memslots, SlotCache, SlotId};
 
 /// The slot that always exists, moving between two places.
@@ -88,6 +88,11 @@ fn reader(slots: &Memslots, stop: &AtomicBool, mover_hva: u64) -> u64 {
             match slots.read_u64(gfn.gpa()) {
                 Ok(tag) => assert_eq!(tag, MOVER_TAG),
                 Err(MemslotError::Unmapped(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+            // Writes race with the writer switching dirty logging on and off.
+            match slots.write_u64(Gpa(gfn.gpa().0 + 8), rounds) {
+                Ok(()) | Err(MemslotError::Unmapped(_)) => {}
                 Err(e) => panic!("{e}"),
             }
         }

@@ -5,6 +5,37 @@
 //! space: several slots can alias the same host pages, as KVM allows. [`Memslots`] is the VM-wide
 //! collection; every vCPU thread shares it through an `Arc`.
 //!
+//! ```
+//! use umbra_mmu::addr::{Gfn, Gpa, Hva};
+//! use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotCache, SlotId};
+//!
+//! # fn main() -> Result<(), umbra_mmu::memslot::MemslotError> {
+//! let memslots = Memslots::new();
+//! let ram = HostMapping::anonymous(640 << 10)?;
+//! // 640 KiB of RAM at guest physical 0, and its first 64 KiB seen again, read-only, at 0xf0000.
+//! memslots.create(SlotId(0), Gfn(0), 160, ram.clone(), 0, MemslotFlags::LOG_DIRTY)?;
+//! memslots.create(SlotId(1), Gfn(0xf0), 16, ram.clone(), 0, MemslotFlags::READONLY)?;
+//!
+//! memslots.write(Gpa(0x1ffe), b"spans two pages")?;
+//! let mut bytes = [0; 15];
+//! memslots.read(Gpa(0x1ffe), &mut bytes)?;
+//! assert_eq!(&bytes, b"spans two pages");
+//! assert_eq!(memslots.read_u64(Gpa(0xf1ffe))?, memslots.read_u64(Gpa(0x1ffe))?);
+//! assert!(memslots.write(Gpa(0xf0000), &[1]).is_err());
+//!
+//! // Pages 1 and 2 of slot 0 were written.
+//! assert_eq!(memslots.get_dirty_log(SlotId(0))?[0], 0b110);
+//!
+//! // Both slots map the same host byte.
+//! assert_eq!(memslots.find_by_hva(Hva(ram.as_ptr() as u64)).len(), 2);
+//!
+//! let mut cache = SlotCache::new();
+//! let slot = memslots.find_by_gfn_cached(&mut cache, Gfn(0x10)).unwrap();
+//! assert_eq!(slot.id(), SlotId(0));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Lookups
 //!
 //! Each slot set indexes its slots three ways, each lookup O(log n):
