@@ -1,4 +1,6 @@
 //! What the end-to-end tests share: running the `umbra` binary and knowing what the host has.
+// Each test binary uses only some of these helpers.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};

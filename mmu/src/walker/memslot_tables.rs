@@ -21,7 +21,7 @@ fn with_entry<T>(
     writable: bool,
     f: impl FnOnce(*mut u8) -> T,
 ) -> Option<T> {
-    if gpa.0 % size != 0 {
+    if !gpa.0.is_multiple_of(size) {
         return None;
     }
     let slot = memslots.find_by_gfn(gpa.gfn())?;
