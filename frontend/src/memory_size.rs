@@ -68,7 +68,7 @@ impl FromStr for MemorySize {
             Err(MemorySizeError::TooSmall(text.to_owned()))
         } else if bytes > MAX_MEMORY {
             Err(too_large())
-        } else if bytes % 4096 != 0 {
+        } else if !bytes.is_multiple_of(4096) {
             Err(MemorySizeError::Unaligned(text.to_owned()))
         } else {
             Ok(MemorySize(bytes))
@@ -81,7 +81,7 @@ impl fmt::Display for MemorySize {
         let units = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
         let (shift, unit) = units
             .into_iter()
-            .find(|(shift, _)| self.0 % (1 << shift) == 0)
+            .find(|(shift, _)| self.0.is_multiple_of(1 << shift))
             .unwrap_or((0, ""));
         write!(f, "{}{unit}", self.0 >> shift)
     }

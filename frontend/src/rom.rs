@@ -64,7 +64,7 @@ impl RomImage {
             source,
         })?;
         let size = bytes.len();
-        if size == 0 || size % ROM_GRANULE != 0 || size > MAX_ROM_SIZE {
+        if size == 0 || !size.is_multiple_of(ROM_GRANULE) || size > MAX_ROM_SIZE {
             return Err(RomError::BadSize {
                 path: spec.to_owned(),
                 size,
