@@ -1,7 +1,7 @@
 //! Single-bit and bit-counting instructions: BT/BTS/BTR/BTC and BSF/BSR run on the host; TZCNT,
 //! LZCNT and POPCNT (which the host may lack) and the byte swaps are plain Rust.
 
-use super::native::{host_flags_for, sized, with_guest_flags};
+use super::native::{sized, with_guest_flags};
 use super::{CF, OpSize, ZF, merge_arith};
 
 /// The bit-test instructions (0F A3/AB/B3/BB and group 8).
@@ -32,7 +32,7 @@ pub enum BitTestOp {
 #[inline]
 pub fn bit_test(op: BitTestOp, size: OpSize, value: u64, bit: u64, rflags: u64) -> (u64, u64) {
     let mut result = value;
-    let mut flags = host_flags_for(rflags);
+    let mut flags = rflags;
     macro_rules! run {
         ($mnemonic:literal) => {{
             macro_rules! form {
@@ -56,7 +56,7 @@ pub fn bit_test(op: BitTestOp, size: OpSize, value: u64, bit: u64, rflags: u64) 
 macro_rules! bit_scan {
     ($mnemonic:literal, $size:expr, $src:expr, $dst_old:expr, $rflags:expr) => {{
         let mut register = $dst_old;
-        let mut flags = host_flags_for($rflags);
+        let mut flags = $rflags;
         macro_rules! form {
             ($w:literal) => {
                 concat!($mnemonic, " {d", $w, "}, {s", $w, "}")

@@ -1,6 +1,6 @@
 //! MUL, IMUL, DIV and IDIV, run on the host; divide errors are found before the host divides.
 
-use super::native::{host_flags_for, sized, with_guest_flags};
+use super::native::{sized, with_guest_flags};
 use super::{DivideError, OpSize, merge_arith};
 
 /// A double-width product: what one-operand MUL and IMUL leave in rDX:rAX.
@@ -20,13 +20,13 @@ pub struct Wide {
 macro_rules! widening_multiply {
     ($mnemonic:literal, $size:expr, $a:expr, $b:expr, $rflags:expr) => {{
         let (mut lo, mut hi) = ($a, 0u64);
-        let mut flags = host_flags_for($rflags);
+        let mut flags = $rflags;
         macro_rules! form {
             ($w:literal) => {
-                concat!($mnemonic, " {s", $w, "}")
+                concat!("mov rax, {a}\n", $mnemonic, " {s", $w, "}\nmov {a}, rax")
             };
         }
-        sized!($size, form, flags, s = in(reg) $b, inout("rax") lo, inout("rdx") hi);
+        sized!($size, form, flags, a = inout(reg) lo, s = in(reg) $b, inout("rdx") hi);
         // The 8-bit forms write AX and leave rDX alone, so `hi` is still zero for them.
         let lo_mask = match $size {
             OpSize::Byte => 0xffff,
@@ -63,7 +63,7 @@ pub fn imul_wide(size: OpSize, a: u64, b: u64, rflags: u64) -> (Wide, u64) {
 #[inline]
 pub fn imul(size: OpSize, a: u64, b: u64, rflags: u64) -> (u64, u64) {
     let mut result = a;
-    let mut flags = host_flags_for(rflags);
+    let mut flags = rflags;
     macro_rules! form {
         ($w:literal) => {
             concat!("imul {d", $w, "}, {s", $w, "}")
@@ -78,13 +78,13 @@ pub fn imul(size: OpSize, a: u64, b: u64, rflags: u64) -> (u64, u64) {
 macro_rules! divide {
     ($mnemonic:literal, $size:expr, $hi:expr, $lo:expr, $divisor:expr, $rflags:expr) => {{
         let (mut lo, mut hi) = ($lo, $hi);
-        let mut flags = host_flags_for($rflags);
+        let mut flags = $rflags;
         macro_rules! form {
             ($w:literal) => {
-                concat!($mnemonic, " {s", $w, "}")
+                concat!("mov rax, {a}\n", $mnemonic, " {s", $w, "}\nmov {a}, rax")
             };
         }
-        sized!($size, form, flags, s = in(reg) $divisor, inout("rax") lo, inout("rdx") hi);
+        sized!($size, form, flags, a = inout(reg) lo, s = in(reg) $divisor, inout("rdx") hi);
         let (quotient, remainder) = match $size {
             // The 8-bit forms leave the quotient in AL and the remainder in AH.
             OpSize::Byte => (lo & 0xff, (lo >> 8) & 0xff),

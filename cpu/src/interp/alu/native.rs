@@ -1,46 +1,57 @@
 //! The instructions every x86-64 CPU has, run on the host with the guest's flags loaded.
 
-use super::{ARITH_FLAGS, OpSize, merge_arith};
-use crate::state::RFLAGS_FIXED;
+use super::{AF, CF, OF, OpSize, PF, SF, ZF, merge_arith};
 
-/// The value the host's RFLAGS is loaded with: the guest's arithmetic flags and the fixed bit 1,
-/// nothing else.
-///
-/// Everything else is zero on purpose. TF, DF and AC are zero in the host's own RFLAGS while
-/// Rust code runs (the asm! rules require DF clear on entry and exit; a user process does not
-/// single-step or alignment-check itself), NT, RF and VM are zero in 64-bit user mode, and a
-/// CPL 3 `popfq` leaves IF and IOPL as they were whatever it pops. So the host continues with
-/// exactly the flags it had, and no guest TF, DF or IF can reach it.
+/// The guest's arithmetic flags as the host loads them: the AH image for SAHF (RFLAGS' low byte
+/// already has SF, ZF, AF, PF and CF where SAHF takes them), in RAX, and a byte that overflows
+/// when added to itself exactly when OF is set (0x40 + 0x40), since SAHF does not load OF.
 #[inline(always)]
-pub(super) fn host_flags_for(rflags: u64) -> u64 {
-    (rflags & ARITH_FLAGS) | RFLAGS_FIXED
+pub(super) fn sahf_image(rflags: u64) -> (u64, u8) {
+    ((rflags & 0xff) << 8, ((rflags & OF) >> 5) as u8)
 }
 
-/// Runs the instruction templates `$insn` on the host between `push {flags}; popfq` and
-/// `pushfq; pop {flags}`: `$flags` (a `u64` variable) goes in as [`host_flags_for`] the guest's
-/// RFLAGS and comes out as the host's RFLAGS after the instructions. `$operands` are the
-/// instructions' asm! operands.
+/// The host's arithmetic flags from LAHF's AH (in RAX) and SETO's byte.
+#[inline(always)]
+pub(super) fn from_lahf(rax: u64, overflow: u8) -> u64 {
+    ((rax >> 8) & (SF | ZF | AF | PF | CF)) | (u64::from(overflow) << 11)
+}
+
+/// Runs the instruction templates `$insn` on the host with the guest's arithmetic flags loaded:
+/// `$flags` (a `u64` variable) goes in as the guest's RFLAGS and comes out as the host's
+/// arithmetic flags after the instructions. `$operands` are the instructions' asm! operands,
+/// without a trailing comma; RAX is taken (for AH), so an instruction that works on the
+/// accumulator moves its operand in and out itself.
+///
+/// The load is `add o, o; sahf` and the read-back `lahf; seto o`: four simple instructions, a
+/// few times faster than `push; popfq` and `pushfq; pop` (POPF is microcoded), and with no
+/// memory or stack access at all. They need LAHF and SAHF in 64-bit mode: a host without them
+/// would take a SIGILL at the first use, which [`super::host_supported`] lets a machine refuse
+/// up front.
 macro_rules! with_guest_flags {
-    ($flags:ident, [$($insn:expr),+ $(,)?], $($operands:tt)*) => {
-        // SAFETY: the instructions are register-only arithmetic: they access no memory, and the
-        // only one that can fault, DIV/IDIV, is reached only after `muldiv` ruled #DE out. The
-        // stack use is the balanced push/popfq and pushfq/pop pair, so RSP ends where it began;
-        // without `nostack` the compiler keeps RSP aligned and nothing live in the red zone
-        // below it. The flags popped are the guest's arithmetic flags plus bit 1 only, which
-        // leaves the host's control flags as they were (see `host_flags_for`); in particular DF
-        // is still clear on exit, as asm! requires. Every register written is an operand.
+    ($flags:ident, [$($insn:expr),+ $(,)?], $($operands:tt)*) => {{
+        let (mut rax, mut overflow) = $crate::interp::alu::native::sahf_image($flags);
+        // SAFETY: the instructions work on registers only: no memory and no stack (`nomem`,
+        // `nostack`). Every register they write is an operand: RAX (AH for SAHF and LAHF, and
+        // the accumulator of MUL and DIV), the overflow byte and the instruction's own
+        // operands. SAHF, ADD, SETO and the arithmetic change only the status flags, which
+        // asm! treats as clobbered; DF and the other control flags are left as they are. The
+        // only instruction here that can fault, DIV/IDIV, runs only after `muldiv` ruled #DE
+        // out.
         unsafe {
             ::core::arch::asm!(
-                "push {flags}",
-                "popfq",
+                "add {overflow}, {overflow}",
+                "sahf",
                 $($insn,)+
-                "pushfq",
-                "pop {flags}",
-                flags = inout(reg) $flags,
-                $($operands)*
-            )
+                "lahf",
+                "seto {overflow}",
+                overflow = inout(reg_byte) overflow,
+                $($operands)*,
+                inout("rax") rax,
+                options(nomem, nostack),
+            );
         }
-    };
+        $flags = $crate::interp::alu::native::from_lahf(rax, overflow);
+    }};
 }
 pub(super) use with_guest_flags;
 
@@ -98,7 +109,7 @@ pub enum BinaryOp {
 #[inline]
 pub fn binary(op: BinaryOp, size: OpSize, a: u64, b: u64, rflags: u64) -> (u64, u64) {
     let mut result = a;
-    let mut flags = host_flags_for(rflags);
+    let mut flags = rflags;
     macro_rules! run {
         ($mnemonic:literal) => {{
             macro_rules! form {
@@ -140,7 +151,7 @@ pub enum UnaryOp {
 #[inline]
 pub fn unary(op: UnaryOp, size: OpSize, a: u64, rflags: u64) -> (u64, u64) {
     let mut result = a;
-    let mut flags = host_flags_for(rflags);
+    let mut flags = rflags;
     macro_rules! run {
         ($mnemonic:literal) => {{
             macro_rules! form {
@@ -189,7 +200,7 @@ pub enum ShiftOp {
 #[inline]
 pub fn shift(op: ShiftOp, size: OpSize, a: u64, count: u8, rflags: u64) -> (u64, u64) {
     let mut result = a;
-    let mut flags = host_flags_for(rflags);
+    let mut flags = rflags;
     macro_rules! run {
         ($mnemonic:literal) => {{
             macro_rules! form {
@@ -216,7 +227,7 @@ pub fn shift(op: ShiftOp, size: OpSize, a: u64, count: u8, rflags: u64) -> (u64,
 macro_rules! double_shift {
     ($mnemonic:literal, $size:expr, $dst:expr, $src:expr, $count:expr, $rflags:expr) => {{
         let mut result = $dst;
-        let mut flags = host_flags_for($rflags);
+        let mut flags = $rflags;
         macro_rules! form {
             ($w:literal) => {
                 concat!($mnemonic, " {d", $w, "}, {s", $w, "}, cl")

@@ -481,6 +481,11 @@ fn operand_sizes() {
 }
 
 #[test]
+fn this_host_is_supported() {
+    assert!(alu::host_supported());
+}
+
+#[test]
 #[should_panic(expected = "no 8-bit form")]
 fn no_byte_double_shift() {
     alu::shld(Byte, 1, 2, 3, 0);
