@@ -2,8 +2,10 @@
 //!
 //! - [`state`]: the architectural register state every backend reads and writes.
 //! - [`backend`]: the seam between a machine and what runs its guest code
-//!   (`Hypervisor -> Vm -> Vcpu`), and the KVM implementation behind it.
+//!   (`Hypervisor -> Vm -> Vcpu`), with the KVM and emulator implementations behind it.
+//! - [`interp`]: the interpreter, the reference for every instruction.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod interp;
 pub mod state;

@@ -15,10 +15,30 @@ pub struct Registers {
     pub rflags: u64,
 }
 
-/// RFLAGS.IF: maskable interrupts are enabled.
-pub const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS bit 1, which always reads as 1.
 pub const RFLAGS_FIXED: u64 = 1 << 1;
+/// RFLAGS.TF: single-step trap.
+pub const RFLAGS_TF: u64 = 1 << 8;
+/// RFLAGS.IF: maskable interrupts are enabled.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.DF: string instructions count down.
+pub const RFLAGS_DF: u64 = 1 << 10;
+/// RFLAGS.IOPL: the I/O privilege level (two bits).
+pub const RFLAGS_IOPL: u64 = 3 << 12;
+/// RFLAGS.NT: nested task.
+pub const RFLAGS_NT: u64 = 1 << 14;
+/// RFLAGS.RF: resume flag.
+pub const RFLAGS_RF: u64 = 1 << 16;
+/// RFLAGS.VM: virtual-8086 mode.
+pub const RFLAGS_VM: u64 = 1 << 17;
+/// RFLAGS.AC: alignment check (and the SMAP override).
+pub const RFLAGS_AC: u64 = 1 << 18;
+/// RFLAGS.VIF: virtual interrupt flag.
+pub const RFLAGS_VIF: u64 = 1 << 19;
+/// RFLAGS.VIP: virtual interrupt pending.
+pub const RFLAGS_VIP: u64 = 1 << 20;
+/// RFLAGS.ID: CPUID is supported.
+pub const RFLAGS_ID: u64 = 1 << 21;
 
 /// A segment register: the visible selector and the descriptor cache behind it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Guests booted end to end: the built-in firmware on KVM, and the same image on QEMU.
+//! Guests booted end to end: the built-in firmware on the emulator and on KVM, and the same
+//! image on QEMU.
 
 mod common;
 
@@ -80,69 +81,82 @@ fn demo_boots_on_kvm_and_passes_every_check() {
 }
 
 #[test]
-fn the_default_command_boots_the_demo() {
-    if !kvm_usable("the_default_command_boots_the_demo") {
-        return;
-    }
-    let out = run_umbra(&["run"]);
-    assert_eq!(
-        text(&out.stdout),
-        DEMO_OUTPUT,
-        "stderr: {}",
-        text(&out.stderr)
+fn demo_boots_on_the_emulator_and_passes_every_check() {
+    let out = run_umbra(&["run", "--accel", "emu"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), DEMO_OUTPUT, "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.starts_with("umbra: emu: isa-debug-exit, status 0; "),
+        "{summary}"
     );
-    assert!(text(&out.stderr).starts_with("umbra: accel kvm"));
-    assert!(out.status.success());
 }
 
 #[test]
-fn a_failing_firmware_check_fails_the_run() {
-    if !kvm_usable("a_failing_firmware_check_fails_the_run") {
-        return;
+fn the_default_command_boots_the_demo_and_says_why_it_chose_its_backend() {
+    let out = run_umbra(&["run"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), DEMO_OUTPUT, "stderr: {stderr}");
+    let choice = stderr.lines().next().unwrap();
+    assert!(
+        choice.starts_with("umbra: accel emu: ") || choice.starts_with("umbra: accel kvm: "),
+        "{choice}"
+    );
+    assert!(out.status.success());
+}
+
+/// The backends this host can run.
+fn backends(test: &str) -> Vec<&'static str> {
+    let mut backends = vec!["emu"];
+    if kvm_usable(test) {
+        backends.push("kvm");
     }
+    backends
+}
+
+#[test]
+fn a_failing_firmware_check_fails_the_run_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
     let rom = image_file(dir.path(), umbra_firmware::test_images::demo_fail());
-    let out = run_umbra(&["run", "--accel", "kvm", "--firmware", &rom]);
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("check cr3 switch: space 2 reads 0x2223 FAILED (expected 0x2222)\n"));
-    assert!(
-        stdout.ends_with("umbra demo: 1 of 8 checks failed\n"),
-        "{stdout}"
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let qemu_style = run_umbra(&[
-        "run",
-        "--accel",
-        "kvm",
-        "--firmware",
-        &rom,
-        "--exit-code",
-        "qemu",
-    ]);
-    assert_eq!(qemu_style.status.code(), Some(3));
+    for accel in backends("a_failing_firmware_check_fails_the_run_on_every_backend") {
+        let out = run_umbra(&["run", "--accel", accel, "--firmware", &rom]);
+        let stdout = text(&out.stdout);
+        let failed = "check cr3 switch: space 2 reads 0x2223 FAILED (expected 0x2222)\n";
+        assert!(stdout.contains(failed), "{accel}: {stdout}");
+        assert!(
+            stdout.ends_with("umbra demo: 1 of 8 checks failed\n"),
+            "{accel}: {stdout}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{accel}");
+        let args = [
+            "run",
+            "--accel",
+            accel,
+            "--firmware",
+            &rom,
+            "--exit-code",
+            "qemu",
+        ];
+        assert_eq!(run_umbra(&args).status.code(), Some(3), "{accel}");
+    }
 }
 
 #[test]
 fn serial_output_can_go_to_a_file() {
-    if !kvm_usable("serial_output_can_go_to_a_file") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serial.txt");
     let target = format!("file:{}", log.display());
-    let out = run_umbra(&["run", "--accel", "kvm", "--serial", &target]);
+    let out = run_umbra(&["run", "--accel", "emu", "--serial", &target]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(log).unwrap(), DEMO_OUTPUT);
 }
 
 #[test]
-fn demo_prints_the_same_and_exits_the_same_on_qemu() {
-    if !have_program(
-        "demo_prints_the_same_and_exits_the_same_on_qemu",
-        "qemu-system-x86_64",
-    ) || !kvm_usable("demo_prints_the_same_and_exits_the_same_on_qemu")
-    {
+fn demo_prints_the_same_and_exits_the_same_on_qemu_and_every_backend() {
+    let test = "demo_prints_the_same_and_exits_the_same_on_qemu_and_every_backend";
+    if !have_program(test, "qemu-system-x86_64") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -152,8 +166,29 @@ fn demo_prints_the_same_and_exits_the_same_on_qemu() {
     ] {
         let rom = image_file(dir.path(), image);
         let qemu = run_qemu(&rom);
-        let umbra = run_umbra(&["run", "--firmware", &rom, "--exit-code", "qemu"]);
-        assert_eq!(text(&umbra.stdout), text(&qemu.stdout), "{}", image.name);
-        assert_eq!(umbra.status.code(), qemu.status.code(), "{}", image.name);
+        for accel in backends(test) {
+            let args = [
+                "run",
+                "--accel",
+                accel,
+                "--firmware",
+                &rom,
+                "--exit-code",
+                "qemu",
+            ];
+            let umbra = run_umbra(&args);
+            assert_eq!(
+                text(&umbra.stdout),
+                text(&qemu.stdout),
+                "{} on {accel}",
+                image.name
+            );
+            assert_eq!(
+                umbra.status.code(),
+                qemu.status.code(),
+                "{} on {accel}",
+                image.name
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! during `run`, so no borrow of a backend's internals (such as KVM's shared run page) ever
 //! escapes it.
 
+pub mod emu;
 pub mod kvm;
 
 use std::sync::Arc;

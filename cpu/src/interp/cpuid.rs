@@ -1,0 +1,124 @@
+//! CPUID: the processor Umbra's interpreter presents.
+//!
+//! One consistent feature set: everything advertised is implemented, and an instruction whose
+//! feature is not advertised raises #UD. The table grows as the interpreter does.
+
+/// The processor signature (CPUID.1:EAX): family 6, model 0x3d (a Broadwell-class core),
+/// stepping 4. The reset value of EDX as well.
+pub const SIGNATURE: u32 = 0x0003_06d4;
+
+/// The vendor string, as EBX, EDX, ECX of leaf 0.
+const VENDOR: &[u8; 12] = b"GenuineIntel";
+
+/// The brand string of leaves 0x8000_0002..=0x8000_0004 (48 bytes, NUL-padded).
+const BRAND: &[u8; 48] =
+    b"Umbra virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+/// CPUID.1:EDX bits advertised.
+mod leaf1_edx {
+    pub const PSE: u32 = 1 << 3;
+    pub const TSC: u32 = 1 << 4;
+    pub const MSR: u32 = 1 << 5;
+    pub const PAE: u32 = 1 << 6;
+    pub const CX8: u32 = 1 << 8;
+    pub const SEP: u32 = 1 << 11;
+    pub const PGE: u32 = 1 << 13;
+    pub const CMOV: u32 = 1 << 15;
+    pub const PAT: u32 = 1 << 16;
+    pub const PSE36: u32 = 1 << 17;
+    pub const CLFSH: u32 = 1 << 19;
+    pub const ALL: u32 = PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
+}
+
+/// CPUID.1:ECX bits advertised.
+mod leaf1_ecx {
+    pub const CX16: u32 = 1 << 13;
+    pub const MOVBE: u32 = 1 << 22;
+    pub const POPCNT: u32 = 1 << 23;
+    pub const HYPERVISOR: u32 = 1 << 31;
+    pub const ALL: u32 = CX16 | MOVBE | POPCNT | HYPERVISOR;
+}
+
+/// CPUID.7.0 bits advertised.
+mod leaf7 {
+    pub const EBX_SMEP: u32 = 1 << 7;
+    pub const EBX_SMAP: u32 = 1 << 20;
+    pub const ECX_RDPID: u32 = 1 << 22;
+}
+
+/// CPUID.8000_0001 bits advertised.
+mod ext1 {
+    pub const ECX_LAHF_LM: u32 = 1 << 0;
+    pub const ECX_ABM: u32 = 1 << 5;
+    pub const EDX_SYSCALL: u32 = 1 << 11;
+    pub const EDX_NX: u32 = 1 << 20;
+    pub const EDX_PAGE1GB: u32 = 1 << 26;
+    pub const EDX_RDTSCP: u32 = 1 << 27;
+    pub const EDX_LM: u32 = 1 << 29;
+}
+
+/// Reads four bytes of `bytes` at `at` as a little-endian register value.
+fn word(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// EAX, EBX, ECX, EDX for CPUID leaf `leaf`, subleaf `subleaf`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    match leaf {
+        0 => [7, word(VENDOR, 0), word(VENDOR, 8), word(VENDOR, 4)],
+        // EBX: CLFLUSH line size 8 * 8 = 64 bytes, one logical processor, APIC ID 0.
+        1 => [SIGNATURE, 0x0001_0800, leaf1_ecx::ALL, leaf1_edx::ALL],
+        7 if subleaf == 0 => [0, leaf7::EBX_SMEP | leaf7::EBX_SMAP, leaf7::ECX_RDPID, 0],
+        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        0x8000_0001 => [
+            0,
+            0,
+            ext1::ECX_LAHF_LM | ext1::ECX_ABM,
+            ext1::EDX_SYSCALL | ext1::EDX_NX | ext1::EDX_PAGE1GB | ext1::EDX_RDTSCP | ext1::EDX_LM,
+        ],
+        0x8000_0002..=0x8000_0004 => {
+            let at = (leaf - 0x8000_0002) as usize * 16;
+            [
+                word(BRAND, at),
+                word(BRAND, at + 4),
+                word(BRAND, at + 8),
+                word(BRAND, at + 12),
+            ]
+        }
+        // Physical and linear address sizes.
+        0x8000_0008 => [u32::from(super::MAXPHYADDR) | (48 << 8), 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vendor_and_brand_read_back() {
+        let [max, ebx, ecx, edx] = cpuid(0, 0);
+        assert_eq!(max, 7);
+        let vendor: Vec<u8> = [ebx, edx, ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert_eq!(&vendor, b"GenuineIntel");
+        let brand: Vec<u8> = (0x8000_0002..=0x8000_0004)
+            .flat_map(|leaf| cpuid(leaf, 0))
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert!(brand.starts_with(b"Umbra virtual CPU\0"));
+    }
+
+    #[test]
+    fn long_mode_and_nx_are_advertised() {
+        let [_, _, _, edx] = cpuid(0x8000_0001, 0);
+        assert_ne!(edx & ext1::EDX_LM, 0);
+        assert_ne!(edx & ext1::EDX_NX, 0);
+        assert_eq!(
+            cpuid(0x8000_0008, 0)[0] & 0xff,
+            u32::from(super::super::MAXPHYADDR)
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The string instructions (MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS) and their REP prefixes.
+//!
+//! A REP-prefixed instruction runs up to [`ITERATIONS_PER_STEP`] iterations per step, committing
+//! rCX, rSI and rDI after each; if it has not finished it leaves RIP on itself, so the vCPU loop
+//! can take an interrupt and the instruction continues where it stopped, as the SDM allows. A
+//! fault in an iteration leaves the registers as the completed iterations left them.
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+
+use crate::interp::alu::{self, BinaryOp, OpSize, ZF};
+use crate::interp::exception::Exception;
+use crate::interp::operands::size_mask;
+use crate::interp::segmentation::SegReg;
+use crate::interp::{Interpreter, StepEvent};
+use crate::state::RFLAGS_DF;
+
+/// How many iterations a REP string instruction runs before giving the loop a chance to
+/// deliver interrupts.
+const ITERATIONS_PER_STEP: u32 = 4096;
+
+/// Which string instruction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StringOp {
+    Movs,
+    Stos,
+    Lods,
+    Cmps,
+    Scas,
+    Ins,
+    Outs,
+}
+
+/// The address size of a string instruction, from its implicit memory operands.
+fn string_address_size(i: &Instruction) -> usize {
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::MemorySegSI | OpKind::MemoryESDI => return 2,
+            OpKind::MemorySegESI | OpKind::MemoryESEDI => return 4,
+            OpKind::MemorySegRSI | OpKind::MemoryESRDI => return 8,
+            _ => {}
+        }
+    }
+    8
+}
+
+/// The string operation `i` is, telling the string forms of MOVSD and CMPSD from the SSE2 ones.
+fn string_op(i: &Instruction) -> Option<StringOp> {
+    use Mnemonic::*;
+    Some(match i.mnemonic() {
+        Movsb | Movsw | Movsq => StringOp::Movs,
+        Movsd if i.code() == Code::Movsd_m32_m32 => StringOp::Movs,
+        Stosb | Stosw | Stosd | Stosq => StringOp::Stos,
+        Lodsb | Lodsw | Lodsd | Lodsq => StringOp::Lods,
+        Cmpsb | Cmpsw | Cmpsq => StringOp::Cmps,
+        Cmpsd if i.code() == Code::Cmpsd_m32_m32 => StringOp::Cmps,
+        Scasb | Scasw | Scasd | Scasq => StringOp::Scas,
+        Insb | Insw | Insd => StringOp::Ins,
+        Outsb | Outsw | Outsd => StringOp::Outs,
+        _ => return None,
+    })
+}
+
+/// The element size of a string instruction, in bytes.
+fn element_size(i: &Instruction) -> usize {
+    use Mnemonic::*;
+    match i.mnemonic() {
+        Movsb | Stosb | Lodsb | Cmpsb | Scasb | Insb | Outsb => 1,
+        Movsw | Stosw | Lodsw | Cmpsw | Scasw | Insw | Outsw => 2,
+        Movsd | Stosd | Lodsd | Cmpsd | Scasd | Insd | Outsd => 4,
+        _ => 8,
+    }
+}
+
+impl Interpreter {
+    /// Runs `instruction` if it is a string instruction.
+    pub(super) fn execute_string(
+        &mut self,
+        instruction: &Instruction,
+    ) -> Result<Option<()>, Exception> {
+        let Some(op) = string_op(instruction) else {
+            return Ok(None);
+        };
+        let size = element_size(instruction);
+        let address_size = string_address_size(instruction);
+        let (si, di, cx) = match address_size {
+            2 => (Register::SI, Register::DI, Register::CX),
+            4 => (Register::ESI, Register::EDI, Register::ECX),
+            _ => (Register::RSI, Register::RDI, Register::RCX),
+        };
+        let source_seg = Self::memory_segment(instruction);
+        let repeated = instruction.has_rep_prefix() || instruction.has_repne_prefix();
+        let step = if self.regs.rflags & RFLAGS_DF != 0 {
+            (size as u64).wrapping_neg()
+        } else {
+            size as u64
+        };
+        let mask = size_mask(address_size);
+        let port = self.reg(Register::DX) as u16;
+        if matches!(op, StringOp::Ins | StringOp::Outs) {
+            self.check_io_permission(port, size)?;
+        }
+        let acc = match size {
+            1 => Register::AL,
+            2 => Register::AX,
+            4 => Register::EAX,
+            _ => Register::RAX,
+        };
+        let mut iterations = 0;
+        loop {
+            if repeated && self.reg(cx) == 0 {
+                return Ok(Some(()));
+            }
+            let source = self.reg(si);
+            let destination = self.reg(di);
+            let mut compare_equal = None;
+            match op {
+                StringOp::Movs => {
+                    let value = self.read_mem(source_seg, source, size)?;
+                    self.write_mem(SegReg::Es, destination, size, value)?;
+                }
+                StringOp::Stos => {
+                    let value = self.reg(acc);
+                    self.write_mem(SegReg::Es, destination, size, value)?;
+                }
+                StringOp::Lods => {
+                    let value = self.read_mem(source_seg, source, size)?;
+                    self.set_reg(acc, value);
+                }
+                StringOp::Cmps | StringOp::Scas => {
+                    let (a, b) = if op == StringOp::Cmps {
+                        let a = self.read_mem(source_seg, source, size)?;
+                        (a, self.read_mem(SegReg::Es, destination, size)?)
+                    } else {
+                        (self.reg(acc), self.read_mem(SegReg::Es, destination, size)?)
+                    };
+                    let width = OpSize::from_bytes(size as u32).expect("1, 2, 4 or 8");
+                    let (_, flags) = alu::binary(BinaryOp::Cmp, width, a, b, self.regs.rflags);
+                    self.regs.rflags =
+                        (self.regs.rflags & !alu::ARITH_FLAGS) | (flags & alu::ARITH_FLAGS);
+                    compare_equal = Some(flags & ZF != 0);
+                }
+                StringOp::Ins => {
+                    // The destination is checked before the port is read, so a fault does not
+                    // lose the byte.
+                    let location = self.resolve(SegReg::Es, destination, size, true)?;
+                    let mut data = [0u8; 4];
+                    self.io.pio_read(port, &mut data[..size]);
+                    self.write_location(&location, &data[..size]);
+                    self.event = StepEvent::Io;
+                }
+                StringOp::Outs => {
+                    let value = self.read_mem(source_seg, source, size)?;
+                    self.io.pio_write(port, &value.to_le_bytes()[..size]);
+                    self.event = StepEvent::Io;
+                }
+            }
+            if matches!(
+                op,
+                StringOp::Movs | StringOp::Lods | StringOp::Cmps | StringOp::Outs
+            ) {
+                self.set_reg(si, source.wrapping_add(step) & mask);
+            }
+            if matches!(
+                op,
+                StringOp::Movs | StringOp::Stos | StringOp::Cmps | StringOp::Scas | StringOp::Ins
+            ) {
+                self.set_reg(di, destination.wrapping_add(step) & mask);
+            }
+            if !repeated {
+                return Ok(Some(()));
+            }
+            let remaining = self.reg(cx).wrapping_sub(1) & mask;
+            self.set_reg(cx, remaining);
+            if let Some(equal) = compare_equal {
+                let stop = if instruction.has_repne_prefix() {
+                    equal
+                } else {
+                    !equal
+                };
+                if stop {
+                    return Ok(Some(()));
+                }
+            }
+            if remaining == 0 {
+                return Ok(Some(()));
+            }
+            iterations += 1;
+            if iterations == ITERATIONS_PER_STEP || self.event == StepEvent::Io {
+                // Not finished: run this instruction again on the next step.
+                self.next_rip = self.regs.rip;
+                return Ok(Some(()));
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The interpreter: Umbra's reference for every x86 instruction.
+//!
+//! One [`Interpreter`] is one vCPU. [`Interpreter::step`] fetches, decodes (with iced-x86) and
+//! executes one instruction, or delivers one pending event, exactly as the SDM describes; the
+//! JIT is tested against it, and it against KVM running the same code on the real CPU.
+//!
+//! Every guest memory access goes through segmentation ([`segmentation`]), then the guest page
+//! walker, then the memslots or, for addresses that are not RAM, the device bus. An instruction
+//! either completes or raises an [`Exception`] with the architectural state as it was before
+//! the instruction (faults are precise), except for the progress a REP string instruction has
+//! already made, which the SDM keeps.
+//!
+//! The modules:
+//! - [`alu`]: results and flags of the integer instructions.
+//! - [`exception`]: exception vectors and the double-fault rules.
+//! - `memory`: linear and physical memory access.
+//! - [`segmentation`]: segment registers, descriptors and linear addresses.
+//! - `operands`: reading and writing an instruction's operands.
+//! - `delivery`: delivering exceptions and interrupts through the IVT or IDT.
+//! - `exec`: the instructions, one module per family.
+//! - [`cpuid`] and [`msr`]: the processor Umbra presents.
+
+pub mod alu;
+pub mod cpuid;
+mod delivery;
+pub mod exception;
+mod exec;
+mod memory;
+pub mod msr;
+mod operands;
+pub mod segmentation;
+
+use std::sync::Arc;
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+use umbra_mmu::memslot::Memslots;
+use umbra_mmu::role::CpuRole;
+use umbra_mmu::walker::Walker;
+
+pub use exception::Exception;
+
+use crate::backend::IoHandler;
+use crate::state::{CpuMode, RFLAGS_FIXED, Registers, Segment, SystemRegisters};
+use msr::MsrState;
+
+/// The physical-address width Umbra's CPU reports (CPUID 0x8000_0008 EAX[7:0]).
+pub const MAXPHYADDR: u8 = 40;
+
+/// The longest legal x86 instruction, in bytes.
+const MAX_INSTRUCTION_LEN: usize = 15;
+
+/// What a step did that the vCPU loop must hear about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepEvent {
+    /// Nothing: run on.
+    None,
+    /// The instruction did port or MMIO I/O: devices may have asked the machine to stop.
+    Io,
+    /// The vCPU executed HLT and waits for an interrupt.
+    Halt,
+    /// A triple fault: the processor shut down.
+    Shutdown,
+}
+
+/// One interpreted vCPU.
+pub struct Interpreter {
+    /// General registers, RIP and RFLAGS.
+    pub(crate) regs: Registers,
+    /// Segment, descriptor-table and control registers, EFER.
+    pub(crate) sregs: SystemRegisters,
+    /// Debug registers DR0-DR7 (DR4/DR5 alias DR6/DR7 and are never stored).
+    pub(crate) dr: [u64; 8],
+    /// The model-specific registers Umbra implements.
+    pub(crate) msr: MsrState,
+    /// XCR0.
+    pub(crate) xcr0: u64,
+    /// The current privilege level.
+    pub(crate) cpl: u8,
+    /// Interrupts are inhibited until after the next instruction (STI, MOV SS, POP SS).
+    pub(crate) interrupt_shadow: bool,
+    /// The page walker, holding CR3, the CPU role and the PAE PDPTE registers.
+    pub(crate) walker: Walker,
+    pub(crate) memslots: Arc<Memslots>,
+    pub(crate) io: Arc<dyn IoHandler>,
+    /// Where RIP goes when the current instruction completes.
+    pub(crate) next_rip: u64,
+    /// What the current instruction did that the loop must hear about.
+    pub(crate) event: StepEvent,
+    /// Instructions retired, for the time-stamp counter and statistics.
+    pub(crate) retired: u64,
+}
+
+impl Interpreter {
+    /// A vCPU in the architectural reset state (SDM Vol. 3A, Table 10-1) over `memslots`, doing
+    /// its I/O through `io`.
+    pub fn new(memslots: Arc<Memslots>, io: Arc<dyn IoHandler>) -> Interpreter {
+        let walker = Walker::new(MAXPHYADDR, true).expect("MAXPHYADDR is within 32..=52");
+        let mut cpu = Interpreter {
+            regs: Registers::default(),
+            sregs: SystemRegisters::default(),
+            dr: [0; 8],
+            msr: MsrState::default(),
+            xcr0: 1,
+            cpl: 0,
+            interrupt_shadow: false,
+            walker,
+            memslots,
+            io,
+            next_rip: 0,
+            event: StepEvent::None,
+            retired: 0,
+        };
+        cpu.reset();
+        cpu
+    }
+
+    /// Puts the vCPU in the state the SDM gives after RESET.
+    pub fn reset(&mut self) {
+        let data = Segment {
+            selector: 0,
+            base: 0,
+            limit: 0xffff,
+            type_: 0x3,
+            s: true,
+            present: true,
+            ..Segment::default()
+        };
+        let system = |type_| Segment {
+            type_,
+            present: true,
+            limit: 0xffff,
+            ..Segment::default()
+        };
+        self.regs = Registers {
+            rip: 0xfff0,
+            rflags: RFLAGS_FIXED,
+            ..Registers::default()
+        };
+        // EDX holds the processor signature after reset.
+        self.regs.gpr[2] = cpuid::SIGNATURE.into();
+        self.sregs = SystemRegisters {
+            cs: Segment {
+                selector: 0xf000,
+                base: 0xffff_0000,
+                type_: 0xb,
+                ..data
+            },
+            ds: data,
+            es: data,
+            fs: data,
+            gs: data,
+            ss: data,
+            ldtr: system(0x2),
+            tr: system(0xb),
+            gdt: crate::state::DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
+            idt: crate::state::DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
+            cr0: 0x6000_0010,
+            apic_base: msr::APIC_BASE_RESET,
+            ..SystemRegisters::default()
+        };
+        self.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
+        self.msr = MsrState::default();
+        self.xcr0 = 1;
+        self.cpl = 0;
+        self.interrupt_shadow = false;
+        self.update_paging_role();
+        self.walker.set_cr3(0);
+    }
+
+    /// The general registers.
+    pub fn registers(&self) -> Registers {
+        self.regs
+    }
+
+    /// Replaces the general registers.
+    pub fn set_registers(&mut self, regs: &Registers) {
+        self.regs = *regs;
+        self.regs.rflags |= RFLAGS_FIXED;
+    }
+
+    /// The system registers.
+    pub fn system_registers(&self) -> SystemRegisters {
+        SystemRegisters {
+            cr3: self.walker.cr3(),
+            ..self.sregs
+        }
+    }
+
+    /// Replaces the system registers, as a debugger or a loader does: no checks, and the CPL
+    /// follows SS.DPL as KVM's does.
+    pub fn set_system_registers(&mut self, sregs: &SystemRegisters) {
+        self.sregs = *sregs;
+        self.cpl = if sregs.cr0 & 1 == 0 { 0 } else { sregs.ss.dpl };
+        self.walker.set_cr3(sregs.cr3);
+        self.update_paging_role();
+        if self.walker.role().paging_mode() == umbra_mmu::paging::PagingMode::Pae
+            && let Ok(pdptrs) = self.walker.load_pdptrs(sregs.cr3, &*self.memslots)
+        {
+            self.walker.set_pdptrs(pdptrs);
+        }
+    }
+
+    /// The number of instructions retired since the vCPU was made.
+    pub fn instructions_retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// The current CPU mode.
+    pub fn mode(&self) -> CpuMode {
+        self.sregs.mode()
+    }
+
+    /// Recomputes the walker's CPU role after CR0, CR4 or EFER changed.
+    pub(crate) fn update_paging_role(&mut self) {
+        self.walker.set_role(CpuRole::from_regs(
+            self.sregs.cr0,
+            self.sregs.cr4,
+            self.sregs.efer,
+        ));
+    }
+
+    /// The code size of the current code segment: 16, 32 or 64 bits.
+    pub(crate) fn code_bitness(&self) -> u32 {
+        match self.mode() {
+            CpuMode::Real => 16,
+            CpuMode::Long => 64,
+            _ if self.regs.rflags & crate::state::RFLAGS_VM != 0 => 16,
+            _ if self.sregs.cs.db => 32,
+            _ => 16,
+        }
+    }
+
+    /// Runs one instruction, or delivers the exception it raises.
+    pub fn step(&mut self) -> StepEvent {
+        self.event = StepEvent::None;
+        let shadowed = std::mem::take(&mut self.interrupt_shadow);
+        let result = self
+            .fetch_decode()
+            .and_then(|instruction| self.execute(&instruction));
+        match result {
+            Ok(()) => {
+                self.regs.rip = self.next_rip;
+                self.retired += 1;
+            }
+            Err(exception) => {
+                // A faulting instruction leaves the shadow of the one before it unconsumed.
+                self.interrupt_shadow = shadowed && self.interrupt_shadow;
+                if self.raise(exception).is_err() {
+                    return StepEvent::Shutdown;
+                }
+            }
+        }
+        self.event
+    }
+
+    /// Fetches and decodes the instruction at CS:RIP.
+    fn fetch_decode(&mut self) -> Result<Instruction, Exception> {
+        let bitness = self.code_bitness();
+        let rip = self.regs.rip;
+        let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
+        // Fetch what lies on the first page; touch the next page only if the instruction
+        // turns out to continue there, so a fault on it is raised only when it must be.
+        let window = self.fetch_window(rip)?;
+        let linear = self.fetch_linear(rip);
+        let on_page = (0x1000 - (linear & 0xfff) as usize).min(window);
+        self.fetch_bytes(rip, &mut bytes[..on_page])?;
+        let instruction = match decode(bitness, &bytes[..on_page], rip) {
+            Decoded::NeedMore if on_page < window => {
+                self.fetch_bytes(
+                    rip.wrapping_add(on_page as u64),
+                    &mut bytes[on_page..window],
+                )?;
+                decode(bitness, &bytes[..window], rip)
+            }
+            decoded => decoded,
+        };
+        let instruction = match instruction {
+            Decoded::Instruction(instruction) => instruction,
+            // An instruction running past the code segment's limit, or longer than 15 bytes.
+            Decoded::NeedMore => return Err(Exception::gp(0)),
+            Decoded::Invalid => return Err(Exception::ud()),
+        };
+        let next = rip.wrapping_add(instruction.len() as u64);
+        self.next_rip = match bitness {
+            16 => next & 0xffff,
+            32 => next & 0xffff_ffff,
+            _ => next,
+        };
+        Ok(instruction)
+    }
+}
+
+/// What decoding some bytes gave.
+enum Decoded {
+    /// A whole instruction.
+    Instruction(Instruction),
+    /// The bytes ran out before the instruction did.
+    NeedMore,
+    /// Not a valid encoding in this mode.
+    Invalid,
+}
+
+/// Decodes one instruction from `bytes`.
+fn decode(bitness: u32, bytes: &[u8], rip: u64) -> Decoded {
+    let mut decoder = Decoder::with_ip(bitness, bytes, rip, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    match decoder.last_error() {
+        DecoderError::None => Decoded::Instruction(instruction),
+        DecoderError::NoMoreBytes => Decoded::NeedMore,
+        _ => Decoded::Invalid,
+    }
+}
