@@ -39,7 +39,7 @@ fn fits_signed(size: OpSize, value: i128) -> bool {
 }
 
 /// `a + b + carry`: the result and all six flags.
-fn add(size: OpSize, a: u64, b: u64, carry: u64) -> (u64, u64) {
+pub fn add(size: OpSize, a: u64, b: u64, carry: u64) -> (u64, u64) {
     let sum = u128::from(a) + u128::from(b) + u128::from(carry);
     let result = sum as u64 & size.mask();
     let signed_sum = signed(size, a) + signed(size, b) + i128::from(carry);
@@ -51,7 +51,7 @@ fn add(size: OpSize, a: u64, b: u64, carry: u64) -> (u64, u64) {
 }
 
 /// `a - b - borrow`: the result and all six flags.
-fn sub(size: OpSize, a: u64, b: u64, borrow: u64) -> (u64, u64) {
+pub fn sub(size: OpSize, a: u64, b: u64, borrow: u64) -> (u64, u64) {
     let result = a.wrapping_sub(b).wrapping_sub(borrow) & size.mask();
     let signed_difference = signed(size, a) - signed(size, b) - i128::from(borrow);
     let flags = flag(u128::from(a) < u128::from(b) + u128::from(borrow), CF)
