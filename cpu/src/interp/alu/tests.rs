@@ -3,6 +3,7 @@
 //! every input, divide errors, and the conditions against the host's SETcc.
 
 mod bcd;
+mod bcd_host;
 mod condition;
 mod divide;
 mod random;
