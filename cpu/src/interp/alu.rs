@@ -20,7 +20,8 @@
 //! [`ARITH_FLAGS`] (TF, IF, DF, IOPL, ...) are never taken from the host nor given to it.
 //!
 //! What the host may lack (LZCNT, TZCNT, POPCNT, MOVBE) or cannot run in 64-bit mode (the BCD
-//! adjustments) is written out in Rust from the SDM (modules `bits` and `bcd`).
+//! adjustments) is written out in Rust from the SDM (modules `bits` and `bcd`); the BCD
+//! adjustments do the addition or subtraction they amount to with [`binary`].
 //!
 //! # Cost
 //!
