@@ -169,6 +169,11 @@ impl Machine {
         &self.vm
     }
 
+    /// The vCPU, for reading its state after a run.
+    pub fn vcpu(&self) -> &dyn Vcpu {
+        &*self.vcpu
+    }
+
     /// Runs the guest until it ends.
     pub fn run(&mut self) -> Result<RunOutcome, BackendError> {
         let start = Instant::now();
@@ -182,7 +187,8 @@ impl Machine {
             }
             exits += 1;
             match self.vcpu.run()? {
-                VcpuExit::Io | VcpuExit::Interrupted => {}
+                // A machine never turns single-stepping on; a stray step report is harmless.
+                VcpuExit::Io | VcpuExit::Interrupted | VcpuExit::Debug => {}
                 VcpuExit::Halted { interrupts_enabled } => {
                     break RunEnd::Halted { interrupts_enabled };
                 }

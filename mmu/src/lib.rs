@@ -5,6 +5,10 @@
 //! - [`paging`]: paging-structure entry bits, paging modes, page sizes, canonical addresses.
 //! - [`role`]: the CPU role, every CR0/CR4/EFER bit that changes how page tables are read.
 //! - [`walker`]: the guest page-table walker, the reference translation with exact #PF codes.
+//! - [`shadow`]: shadow pages, the VM-wide cache of guest translations, kept coherent by
+//!   write-tracking the guest's page tables.
+//! - [`tlb`]: the per-vCPU software TLB, tagged by root.
+//! - [`vcpu_mmu`]: one vCPU's MMU: TLB, cached roots, shadow walk, guest walk.
 //!
 //! The MMU knows nothing about instructions: the interpreter, the JIT, the gdbstub and the TUI
 //! all come here to turn guest addresses into host memory.
@@ -14,4 +18,7 @@ pub mod addr;
 pub mod memslot;
 pub mod paging;
 pub mod role;
+pub mod shadow;
+pub mod tlb;
+pub mod vcpu_mmu;
 pub mod walker;

@@ -170,9 +170,118 @@ impl CpuRole {
     }
 }
 
+/// What a shadow page's contents depend on, besides the guest table it shadows (KVM's
+/// `kvm_mmu_page_role`): shadow pages are looked up by (guest table frame, page role), and two
+/// lookups with equal keys may share one page.
+///
+/// - `level` (bits 0-2): the paging-structure level the page shadows, 1 (PT) to 5 (PML5).
+/// - `direct` (bit 3): the page does not shadow a guest table but maps a guest large page in
+///   4 KiB pieces; its frame is the first frame of the region and `access` holds the rights
+///   the large page grants (for a guest table those come from each entry instead).
+/// - `access` (bits 4-6): U/W/X rights of a direct page ([`crate::walker::PteAccess`] bits).
+/// - `la57` (bit 7): the tree has five levels (CR4.LA57), so that a 4-level and a 5-level view
+///   of the same frame never share pages.
+/// - `wp` (bit 8): CR0.WP; `nxe` (bit 9): EFER.NXE; `smep_andnot_wp` (bit 10): CR4.SMEP with
+///   CR0.WP = 0; `smap_andnot_wp` (bit 11): CR4.SMAP with CR0.WP = 0. These are the control bits
+///   that change which accesses the permissions a shadow entry holds allow, so a CR0.WP toggle
+///   selects a different root instead of rewriting entries (seed 002). SMEP and SMAP count only
+///   without WP, as in KVM: with WP = 1 their effect does not depend on anything else the role
+///   holds.
+/// - `guest_mode` (bit 12): the page belongs to a nested guest's second walk dimension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PageRole(u32);
+
+impl PageRole {
+    const LEVEL_MASK: u32 = 0x7;
+    const DIRECT: u32 = 1 << 3;
+    const ACCESS_SHIFT: u32 = 4;
+    const LA57: u32 = 1 << 7;
+    const WP: u32 = 1 << 8;
+    const NXE: u32 = 1 << 9;
+    const SMEP_ANDNOT_WP: u32 = 1 << 10;
+    const SMAP_ANDNOT_WP: u32 = 1 << 11;
+    const GUEST_MODE: u32 = 1 << 12;
+
+    /// The role of the root page for a CPU in `role` (4-level or 5-level paging).
+    pub fn root(role: CpuRole) -> PageRole {
+        let mut bits = u32::from(role.paging_mode().root_level());
+        let mut set = |bit: u32, on: bool| {
+            if on {
+                bits |= bit;
+            }
+        };
+        set(Self::LA57, role.la57());
+        set(Self::WP, role.wp());
+        set(Self::NXE, role.nxe());
+        set(Self::SMEP_ANDNOT_WP, role.smep() && !role.wp());
+        set(Self::SMAP_ANDNOT_WP, role.smap() && !role.wp());
+        PageRole(bits)
+    }
+
+    /// The role of a child page one level down that shadows a guest table.
+    pub fn child(self) -> PageRole {
+        PageRole((self.0 & !Self::LEVEL_MASK) | (self.level() as u32 - 1))
+    }
+
+    /// The role of a direct page at `level` mapping a guest large page with rights `access`.
+    pub fn direct(self, level: u8, access: u8) -> PageRole {
+        let kept = self.0 & !(Self::LEVEL_MASK | (0x7 << Self::ACCESS_SHIFT));
+        PageRole(
+            kept | u32::from(level) | Self::DIRECT | (u32::from(access & 7) << Self::ACCESS_SHIFT),
+        )
+    }
+
+    /// The level this page shadows.
+    pub const fn level(self) -> u8 {
+        (self.0 & Self::LEVEL_MASK) as u8
+    }
+
+    /// A direct page (a guest large page in 4 KiB pieces).
+    pub const fn is_direct(self) -> bool {
+        self.0 & Self::DIRECT != 0
+    }
+
+    /// The rights a direct page grants.
+    pub const fn access(self) -> u8 {
+        ((self.0 >> Self::ACCESS_SHIFT) & 7) as u8
+    }
+
+    /// A nested guest's page.
+    pub const fn guest_mode(self) -> bool {
+        self.0 & Self::GUEST_MODE != 0
+    }
+
+    /// The packed bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_roles_split_on_the_permission_bits_only() {
+        let long = |cr0, cr4| CpuRole::from_regs(CR0_PG | cr0, CR4_PAE | cr4, EFER_LMA | EFER_NXE);
+        let wp = PageRole::root(long(CR0_WP, 0));
+        let no_wp = PageRole::root(long(0, 0));
+        assert_ne!(wp, no_wp);
+        assert_eq!(wp.level(), 4);
+        // PGE changes nothing a shadow entry grants.
+        assert_eq!(PageRole::root(long(CR0_WP, CR4_PGE)), wp);
+        // SMEP counts only without WP.
+        assert_eq!(PageRole::root(long(CR0_WP, CR4_SMEP)), wp);
+        assert_ne!(PageRole::root(long(0, CR4_SMEP)), no_wp);
+        let la57 = PageRole::root(long(CR0_WP, CR4_LA57));
+        assert_eq!(la57.level(), 5);
+        assert_ne!(la57.child(), wp);
+        let pt = wp.child().child().child();
+        assert_eq!(pt.level(), 1);
+        let direct = wp.child().child().direct(1, 0b101);
+        assert!(direct.is_direct() && direct.access() == 0b101 && direct.level() == 1);
+        assert!(!wp.guest_mode());
+    }
 
     #[test]
     fn paging_off_ignores_every_other_bit() {

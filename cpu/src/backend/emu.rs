@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use umbra_mmu::memslot::{Memslots, SlotId};
+use umbra_mmu::shadow::ShadowMmu;
 
 use super::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, Vm};
 use crate::interp::{Interpreter, StepEvent};
@@ -22,13 +23,17 @@ impl Hypervisor for EmuHypervisor {
     }
 
     fn create_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<dyn Vm>, BackendError> {
-        Ok(Arc::new(EmuVm { memslots }))
+        Ok(Arc::new(EmuVm {
+            memslots,
+            shadow: Arc::new(ShadowMmu::new()),
+        }))
     }
 }
 
-/// An emulated VM: its memory is the memslots themselves.
+/// An emulated VM: its memory is the memslots themselves; its vCPUs share one shadow MMU.
 pub struct EmuVm {
     memslots: Arc<Memslots>,
+    shadow: Arc<ShadowMmu>,
 }
 
 impl Vm for EmuVm {
@@ -38,7 +43,8 @@ impl Vm for EmuVm {
         io: Arc<dyn IoHandler>,
     ) -> Result<Box<dyn Vcpu>, BackendError> {
         Ok(Box::new(EmuVcpu {
-            cpu: Interpreter::new(self.memslots.clone(), io),
+            cpu: Interpreter::new(self.memslots.clone(), self.shadow.clone(), io),
+            single_step: SingleStep::Off,
         }))
     }
 
@@ -48,26 +54,60 @@ impl Vm for EmuVm {
     }
 }
 
+/// Single-stepping, as [`Vcpu::set_single_step`] turns it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SingleStep {
+    /// Run freely.
+    Off,
+    /// Run one step per [`Vcpu::run`].
+    On,
+    /// The last step ended in an I/O exit: the next `run` reports the completed step without
+    /// running another, as KVM does when it re-enters after the I/O.
+    DebugPending,
+}
+
 /// An interpreted vCPU.
 pub struct EmuVcpu {
     cpu: Interpreter,
+    single_step: SingleStep,
 }
 
 impl EmuVcpu {
-    /// Steps the interpreter until something needs the machine's attention.
-    fn run_steps(cpu: &mut Interpreter) -> VcpuExit {
-        for _ in 0..STEPS_PER_RUN {
-            match cpu.step() {
-                StepEvent::None => {}
-                StepEvent::Io => return VcpuExit::Io,
-                StepEvent::Halt => {
-                    let interrupts_enabled = cpu.registers().rflags & RFLAGS_IF != 0;
-                    return VcpuExit::Halted { interrupts_enabled };
+    /// Steps the interpreter until something needs the machine's attention, or just once when
+    /// single-stepping.
+    fn run_steps(cpu: &mut Interpreter, single_step: &mut SingleStep) -> VcpuExit {
+        match *single_step {
+            SingleStep::DebugPending => {
+                *single_step = SingleStep::On;
+                return VcpuExit::Debug;
+            }
+            SingleStep::On => {
+                let exit = Self::step_once(cpu).unwrap_or(VcpuExit::Debug);
+                if exit == VcpuExit::Io {
+                    *single_step = SingleStep::DebugPending;
                 }
-                StepEvent::Shutdown => return VcpuExit::Shutdown,
+                return exit;
+            }
+            SingleStep::Off => {}
+        }
+        for _ in 0..STEPS_PER_RUN {
+            if let Some(exit) = Self::step_once(cpu) {
+                return exit;
             }
         }
         VcpuExit::Interrupted
+    }
+
+    /// Runs one step; returns the exit its event calls for, if any.
+    fn step_once(cpu: &mut Interpreter) -> Option<VcpuExit> {
+        match cpu.step() {
+            StepEvent::None => None,
+            StepEvent::Io => Some(VcpuExit::Io),
+            StepEvent::Halt => Some(VcpuExit::Halted {
+                interrupts_enabled: cpu.registers().rflags & RFLAGS_IF != 0,
+            }),
+            StepEvent::Shutdown => Some(VcpuExit::Shutdown),
+        }
     }
 }
 
@@ -76,8 +116,10 @@ impl Vcpu for EmuVcpu {
         // Nothing a guest does may take the host process down: should the interpreter itself
         // fail on some instruction, the run ends with an internal error naming where.
         let cpu = &mut self.cpu;
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::run_steps(cpu)));
+        let single_step = &mut self.single_step;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::run_steps(cpu, single_step)
+        }));
         Ok(outcome.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -108,6 +150,11 @@ impl Vcpu for EmuVcpu {
 
     fn set_system_registers(&mut self, sregs: &SystemRegisters) -> Result<(), BackendError> {
         self.cpu.set_system_registers(sregs);
+        Ok(())
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError> {
+        self.single_step = if on { SingleStep::On } else { SingleStep::Off };
         Ok(())
     }
 }

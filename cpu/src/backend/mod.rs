@@ -63,6 +63,9 @@ pub enum VcpuExit {
         /// The event type, as KVM numbers it.
         kind: u32,
     },
+    /// One instruction ran (or one event was delivered) with single-stepping on: see
+    /// [`Vcpu::set_single_step`].
+    Debug,
     /// An exit this backend does not handle.
     Unsupported {
         /// The backend's exit reason code.
@@ -122,4 +125,11 @@ pub trait Vcpu: Send {
 
     /// Replaces the segment, control and descriptor-table registers.
     fn set_system_registers(&mut self, sregs: &SystemRegisters) -> Result<(), BackendError>;
+
+    /// Turns single-stepping on or off, as a debugger does (KVM_GUESTDBG_SINGLESTEP): while
+    /// it is on, [`Vcpu::run`] returns [`VcpuExit::Debug`] after each instruction the guest
+    /// completes, and after each exception or interrupt delivered (with RIP at the handler),
+    /// unless another exit (such as the port I/O of the instruction) comes first. The guest's
+    /// own RFLAGS.TF is not touched, and the guest sees no #DB.
+    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError>;
 }

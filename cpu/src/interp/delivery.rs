@@ -290,7 +290,7 @@ impl Interpreter {
         if gate.ist != 0 {
             rsp = self.read_tss_u64(36 + u64::from(gate.ist - 1) * 8, source)?;
         }
-        if !super::segmentation::is_canonical(rsp, self.walker.role().la57()) {
+        if !self.canonical(rsp) {
             return Err(Exception::ss(source.ext()));
         }
         rsp &= !0xf;
@@ -350,16 +350,16 @@ impl Interpreter {
             Privilege::Supervisor
         };
         let access = Access::new(AccessKind::Write, privilege);
-        let gpa = self.translate(linear, access)?;
+        let first = self.translate(linear, access)?;
         let first_len = (0x1000 - (linear & 0xfff) as usize).min(bytes.len());
         let second = if first_len < bytes.len() {
             Some(self.translate(linear + first_len as u64, access)?)
         } else {
             None
         };
-        self.write_physical(gpa, &bytes[..first_len]);
+        self.write_mapped(&first, &bytes[..first_len]);
         if let Some(second) = second {
-            self.write_physical(second, &bytes[first_len..]);
+            self.write_mapped(&second, &bytes[first_len..]);
         }
         Ok(())
     }

@@ -8,7 +8,8 @@
 //! takes on a read-only page has W/R = 1.
 
 use umbra_mmu::addr::{Gpa, Gva};
-use umbra_mmu::walker::{Access, AccessKind, Privilege, WalkMode};
+use umbra_mmu::tlb::Mapping;
+use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use super::segmentation::SegReg;
 use super::{Interpreter, StepEvent};
@@ -18,13 +19,13 @@ use crate::state::RFLAGS_AC;
 /// CR0.AM: alignment checking is allowed.
 const CR0_AM: u64 = 1 << 18;
 
-/// Where an access of at most 4 KiB lands: one or two runs of guest physical memory.
+/// Where an access of at most 4 KiB lands: one or two translated runs of guest memory.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Location {
-    first: Gpa,
+    first: Mapping,
     first_len: usize,
     /// The rest, when the access crosses into the next page.
-    second: Option<Gpa>,
+    second: Option<Mapping>,
     len: usize,
 }
 
@@ -39,12 +40,36 @@ impl Interpreter {
         Access::new(kind, privilege).with_eflags_ac(self.regs.rflags & RFLAGS_AC != 0)
     }
 
-    /// Translates `linear` for `access` through the guest's page tables.
-    pub(crate) fn translate(&mut self, linear: u64, access: Access) -> Result<Gpa, Exception> {
-        self.walker
-            .walk(&*self.memslots, Gva(linear), access, WalkMode::Update)
-            .map(|translation| translation.gpa)
+    /// Translates `linear` for `access`: through the TLB, the shadow pages, or a walk of the
+    /// guest's page tables.
+    pub(crate) fn translate(&mut self, linear: u64, access: Access) -> Result<Mapping, Exception> {
+        self.mmu
+            .translate(Gva(linear), access)
             .map_err(|fault| Exception::pf(fault.address.0, fault.error_code))
+    }
+
+    /// Reads bytes inside one translated page.
+    fn read_mapped(&mut self, mapping: &Mapping, buf: &mut [u8]) {
+        match mapping.host {
+            // SAFETY: the mapping was translated during this instruction and `buf` stays
+            // within its page (locations split at page boundaries).
+            Some(host) => unsafe { self.mmu.read_host(host, buf) },
+            None => self.read_physical(mapping.gpa, buf),
+        }
+    }
+
+    /// Writes bytes inside one translated page; a store that cannot go straight to host
+    /// memory goes through the memslots or the MMIO bus, and tells the MMU in case it wrote a
+    /// guest page table.
+    pub(crate) fn write_mapped(&mut self, mapping: &Mapping, data: &[u8]) {
+        match mapping.host {
+            // SAFETY: as in `read_mapped`, for a mapping translated for a write.
+            Some(host) => unsafe { self.mmu.write_host(host, data) },
+            None => {
+                self.write_physical(mapping.gpa, data);
+                self.mmu.after_slow_write(mapping.gpa, data.len());
+            }
+        }
     }
 
     /// Translates the `len` bytes at `linear` (at most a page) for `access`.
@@ -114,9 +139,9 @@ impl Interpreter {
     pub(crate) fn read_location(&mut self, location: &Location, buf: &mut [u8]) {
         debug_assert_eq!(buf.len(), location.len);
         let (head, tail) = buf.split_at_mut(location.first_len);
-        self.read_physical(location.first, head);
+        self.read_mapped(&location.first, head);
         if let Some(second) = location.second {
-            self.read_physical(second, tail);
+            self.read_mapped(&second, tail);
         }
     }
 
@@ -124,9 +149,9 @@ impl Interpreter {
     pub(crate) fn write_location(&mut self, location: &Location, data: &[u8]) {
         debug_assert_eq!(data.len(), location.len);
         let (head, tail) = data.split_at(location.first_len);
-        self.write_physical(location.first, head);
+        self.write_mapped(&location.first, head);
         if let Some(second) = location.second {
-            self.write_physical(second, tail);
+            self.write_mapped(&second, tail);
         }
     }
 
@@ -234,9 +259,7 @@ impl Interpreter {
     /// Fetches instruction bytes at `rip` (inside one fetch window).
     pub(crate) fn fetch_bytes(&mut self, rip: u64, buf: &mut [u8]) -> Result<(), Exception> {
         let linear = self.fetch_linear(rip);
-        if self.mode() == crate::state::CpuMode::Long
-            && !umbra_mmu::paging::is_canonical(Gva(linear), self.walker.role().la57())
-        {
+        if self.mode() == crate::state::CpuMode::Long && !self.canonical(linear) {
             return Err(Exception::gp(0));
         }
         let location = self.resolve_linear(linear, buf.len(), self.access(AccessKind::Fetch))?;

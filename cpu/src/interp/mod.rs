@@ -35,6 +35,8 @@ use std::sync::Arc;
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 use umbra_mmu::memslot::Memslots;
 use umbra_mmu::role::CpuRole;
+use umbra_mmu::shadow::ShadowMmu;
+use umbra_mmu::vcpu_mmu::VcpuMmu;
 use umbra_mmu::walker::Walker;
 
 pub use exception::Exception;
@@ -43,7 +45,7 @@ use crate::backend::IoHandler;
 use crate::state::{CpuMode, RFLAGS_FIXED, Registers, Segment, SystemRegisters};
 use msr::MsrState;
 
-/// The physical-address width Umbra's CPU reports (CPUID 0x8000_0008 EAX[7:0]).
+/// The physical-address width Umbra's CPU reports (CPUID leaf 0x8000_0008, EAX bits 7:0).
 pub const MAXPHYADDR: u8 = 40;
 
 /// The longest legal x86 instruction, in bytes.
@@ -78,8 +80,9 @@ pub struct Interpreter {
     pub(crate) cpl: u8,
     /// Interrupts are inhibited until after the next instruction (STI, MOV SS, POP SS).
     pub(crate) interrupt_shadow: bool,
-    /// The page walker, holding CR3, the CPU role and the PAE PDPTE registers.
-    pub(crate) walker: Walker,
+    /// The MMU: the page walker (holding CR3, the CPU role and the PAE PDPTE registers), the
+    /// TLB and the cached shadow roots.
+    pub(crate) mmu: VcpuMmu,
     pub(crate) memslots: Arc<Memslots>,
     pub(crate) io: Arc<dyn IoHandler>,
     /// Where RIP goes when the current instruction completes.
@@ -91,10 +94,15 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    /// A vCPU in the architectural reset state (SDM Vol. 3A, Table 10-1) over `memslots`, doing
-    /// its I/O through `io`.
-    pub fn new(memslots: Arc<Memslots>, io: Arc<dyn IoHandler>) -> Interpreter {
+    /// A vCPU in the architectural reset state (SDM Vol. 3A, Table 10-1) over `memslots`,
+    /// sharing the VM's shadow pages `shadow`, doing its I/O through `io`.
+    pub fn new(
+        memslots: Arc<Memslots>,
+        shadow: Arc<ShadowMmu>,
+        io: Arc<dyn IoHandler>,
+    ) -> Interpreter {
         let walker = Walker::new(MAXPHYADDR, true).expect("MAXPHYADDR is within 32..=52");
+        let mmu = VcpuMmu::new(walker, shadow, memslots.clone());
         let mut cpu = Interpreter {
             regs: Registers::default(),
             sregs: SystemRegisters::default(),
@@ -103,7 +111,7 @@ impl Interpreter {
             xcr0: 1,
             cpl: 0,
             interrupt_shadow: false,
-            walker,
+            mmu,
             memslots,
             io,
             next_rip: 0,
@@ -170,7 +178,7 @@ impl Interpreter {
         self.cpl = 0;
         self.interrupt_shadow = false;
         self.update_paging_role();
-        self.walker.set_cr3(0);
+        self.mmu.set_cr3(0);
     }
 
     /// The general registers.
@@ -187,7 +195,7 @@ impl Interpreter {
     /// The system registers.
     pub fn system_registers(&self) -> SystemRegisters {
         SystemRegisters {
-            cr3: self.walker.cr3(),
+            cr3: self.mmu.walker().cr3(),
             ..self.sregs
         }
     }
@@ -197,12 +205,12 @@ impl Interpreter {
     pub fn set_system_registers(&mut self, sregs: &SystemRegisters) {
         self.sregs = *sregs;
         self.cpl = if sregs.cr0 & 1 == 0 { 0 } else { sregs.ss.dpl };
-        self.walker.set_cr3(sregs.cr3);
+        self.mmu.set_cr3(sregs.cr3);
         self.update_paging_role();
-        if self.walker.role().paging_mode() == umbra_mmu::paging::PagingMode::Pae
-            && let Ok(pdptrs) = self.walker.load_pdptrs(sregs.cr3, &*self.memslots)
+        if self.mmu.walker().role().paging_mode() == umbra_mmu::paging::PagingMode::Pae
+            && let Ok(pdptrs) = self.mmu.walker().load_pdptrs(sregs.cr3, &*self.memslots)
         {
-            self.walker.set_pdptrs(pdptrs);
+            self.mmu.set_pdptrs(pdptrs);
         }
     }
 
@@ -216,13 +224,26 @@ impl Interpreter {
         self.sregs.mode()
     }
 
-    /// Recomputes the walker's CPU role after CR0, CR4 or EFER changed.
+    /// Recomputes the CPU role after CR0, CR4 or EFER changed.
     pub(crate) fn update_paging_role(&mut self) {
-        self.walker.set_role(CpuRole::from_regs(
+        self.mmu.set_role(CpuRole::from_regs(
             self.sregs.cr0,
             self.sregs.cr4,
             self.sregs.efer,
         ));
+    }
+
+    /// Whether `address` is canonical for the current linear-address width.
+    pub(crate) fn canonical(&self, address: u64) -> bool {
+        umbra_mmu::paging::is_canonical(
+            umbra_mmu::addr::Gva(address),
+            self.mmu.walker().role().la57(),
+        )
+    }
+
+    /// The MMU's counters.
+    pub fn mmu_counters(&self) -> umbra_mmu::vcpu_mmu::MmuCounters {
+        self.mmu.counters()
     }
 
     /// The code size of the current code segment: 16, 32 or 64 bits.
@@ -239,6 +260,7 @@ impl Interpreter {
     /// Runs one instruction, or delivers the exception it raises.
     pub fn step(&mut self) -> StepEvent {
         self.event = StepEvent::None;
+        self.mmu.begin_instruction();
         let shadowed = std::mem::take(&mut self.interrupt_shadow);
         let result = self
             .fetch_decode()

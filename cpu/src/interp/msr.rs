@@ -113,7 +113,7 @@ pub fn host_tsc() -> u64 {
 /// Whether `address` is canonical for 48-bit linear addresses (WRMSR of a base register
 /// checks it).
 fn canonical(address: u64) -> bool {
-    super::segmentation::is_canonical(address, false)
+    umbra_mmu::paging::is_canonical(umbra_mmu::addr::Gva(address), false)
 }
 
 impl Interpreter {

@@ -207,8 +207,7 @@ impl Interpreter {
             };
             let linear = base.wrapping_add(offset);
             let last = linear.wrapping_add(size - 1);
-            let la57 = self.walker.role().la57();
-            if !is_canonical(linear, la57) || !is_canonical(last, la57) {
+            if !self.canonical(linear) || !self.canonical(last) {
                 return Err(seg.violation());
             }
             return Ok(linear);
@@ -358,13 +357,6 @@ impl Interpreter {
     }
 }
 
-/// Whether `address` is canonical with 48 (or, with LA57, 57) implemented linear-address bits.
-pub fn is_canonical(address: u64, la57: bool) -> bool {
-    let bits = if la57 { 57 } else { 48 };
-    let shift = 64 - bits;
-    (((address << shift) as i64) >> shift) as u64 == address
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,14 +382,5 @@ mod tests {
         assert_eq!(data.limit(), 0x1234);
         assert!(data.is_writable_data() && data.is_readable());
         assert_eq!(data.accessed().type_(), 0x3);
-    }
-
-    #[test]
-    fn canonical_addresses_follow_la57() {
-        assert!(is_canonical(0x7fff_ffff_ffff, false));
-        assert!(!is_canonical(0x8000_0000_0000, false));
-        assert!(is_canonical(0xffff_8000_0000_0000, false));
-        assert!(is_canonical(0x00ff_ffff_ffff_ffff, true));
-        assert!(!is_canonical(0x0100_0000_0000_0000, true));
     }
 }

@@ -167,7 +167,7 @@ fn accesses(host: *mut u8, len: usize) -> impl Iterator<Item = (usize, Access)> 
 ///
 /// `src` must be valid for reads of `dst.len()` bytes for the whole call, and while it runs
 /// those bytes may only be reached through atomics or by code outside Rust (the guest).
-unsafe fn copy_from_guest(src: *mut u8, dst: &mut [u8]) {
+pub(crate) unsafe fn copy_from_guest(src: *mut u8, dst: &mut [u8]) {
     for (offset, access) in accesses(src, dst.len()) {
         match access {
             // SAFETY: `accesses` hands out pointers inside the range the caller vouches for,
@@ -188,7 +188,7 @@ unsafe fn copy_from_guest(src: *mut u8, dst: &mut [u8]) {
 ///
 /// `dst` must be valid for writes of `src.len()` bytes for the whole call, and while it runs
 /// those bytes may only be reached through atomics or by code outside Rust (the guest).
-unsafe fn copy_to_guest(src: &[u8], dst: *mut u8) {
+pub(crate) unsafe fn copy_to_guest(src: &[u8], dst: *mut u8) {
     for (offset, access) in accesses(dst, src.len()) {
         match access {
             // SAFETY: `accesses` hands out pointers inside the range the caller vouches for,

@@ -91,6 +91,8 @@ mod memslots;
 mod set;
 mod slot;
 
+pub(crate) use access::{copy_from_guest, copy_to_guest};
+
 pub use host_mapping::HostMapping;
 pub use memslots::{MemslotObserver, Memslots, SlotCache, SlotChange};
 pub use slot::{MAX_GPA_BITS, MAX_SLOTS, Memslot, MemslotFlags, SlotId};

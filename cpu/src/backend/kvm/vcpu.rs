@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_IN, kvm_run};
+use kvm_bindings::{
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, kvm_guest_debug, kvm_run,
+};
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 use umbra_mmu::addr::Gpa;
 use umbra_mmu::memslot::Memslots;
@@ -106,6 +109,7 @@ impl Vcpu for KvmVcpu {
             Ok(KvmExit::InternalError) => Pending::InternalError,
             Ok(KvmExit::SystemEvent(kind, _)) => Pending::Done(VcpuExit::SystemEvent { kind }),
             Ok(KvmExit::Intr) => Pending::Done(VcpuExit::Interrupted),
+            Ok(KvmExit::Debug(_)) => Pending::Done(VcpuExit::Debug),
             Ok(_) => Pending::Unsupported,
             Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => {
                 Pending::Done(VcpuExit::Interrupted)
@@ -165,6 +169,21 @@ impl Vcpu for KvmVcpu {
         self.fd
             .set_sregs(&kvm)
             .map_err(KvmError::ioctl("KVM_SET_SREGS"))
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError> {
+        let control = if on {
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        } else {
+            0
+        };
+        let debug = kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        self.fd
+            .set_guest_debug(&debug)
+            .map_err(KvmError::ioctl("KVM_SET_GUEST_DEBUG"))
     }
 }
 

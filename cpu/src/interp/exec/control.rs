@@ -146,7 +146,7 @@ impl Interpreter {
     /// #GP(0) unless `target` is inside CS (or canonical, in 64-bit mode).
     fn check_near_target(&self, target: u64) -> Result<(), Exception> {
         let ok = if self.mode() == CpuMode::Long {
-            super::super::segmentation::is_canonical(target, self.walker.role().la57())
+            self.canonical(target)
         } else {
             target <= u64::from(self.sregs.cs.limit)
         };
@@ -241,7 +241,7 @@ impl Interpreter {
             offset & size_mask(operand_size) & 0xffff_ffff
         };
         let within = if long {
-            super::super::segmentation::is_canonical(offset, self.walker.role().la57())
+            self.canonical(offset)
         } else {
             offset <= u64::from(segment.limit)
         };
@@ -576,7 +576,7 @@ impl Interpreter {
         } else {
             self.regs.gpr[1] & 0xffff_ffff
         };
-        if !super::super::segmentation::is_canonical(rip, self.walker.role().la57()) {
+        if !self.canonical(rip) {
             return Err(Exception::gp(0));
         }
         let base = (self.msr.star >> 48) as u16;

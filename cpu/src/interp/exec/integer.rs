@@ -129,15 +129,19 @@ impl Interpreter {
             Div | Idiv => self.divide(i)?,
             Bt | Bts | Btr | Btc => self.bit_test(i)?,
             Bsf | Bsr => {
+                // With a zero source the destination keeps its old value, all 64 bits of it
+                // (a 32-bit BSF does not clear the upper half then): the whole register goes
+                // in and comes out.
                 let src = self.read_operand(i, 1)?;
-                let old = self.read_operand(i, 0)?;
+                let destination = i.op0_register().full_register();
+                let old = self.reg(destination);
                 let size = op_size(i, 0);
                 let (result, flags) = if i.mnemonic() == Bsf {
                     alu::bsf(size, src, old, self.regs.rflags)
                 } else {
                     alu::bsr(size, src, old, self.regs.rflags)
                 };
-                self.write_operand(i, 0, result)?;
+                self.set_reg(destination, result);
                 self.set_arith_flags(flags);
             }
             Tzcnt | Lzcnt | Popcnt => {

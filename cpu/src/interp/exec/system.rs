@@ -7,7 +7,7 @@ use umbra_mmu::paging::PagingMode;
 use crate::interp::exception::Exception;
 use crate::interp::msr::efer;
 use crate::interp::operands::size_mask;
-use crate::interp::segmentation::selector_error;
+use crate::interp::segmentation::{SegReg, selector_error};
 use crate::interp::{Interpreter, MAXPHYADDR, StepEvent, cpuid};
 use crate::state::{CpuMode, DescriptorTable, RFLAGS_IF, Segment};
 
@@ -126,6 +126,15 @@ impl Interpreter {
             }
             Invlpg => {
                 self.require_cpl0()?;
+                let offset = self.effective_offset(i);
+                let seg = Self::memory_segment(i);
+                let base = match (self.mode(), seg) {
+                    (CpuMode::Long, SegReg::Fs | SegReg::Gs) => self.segment(seg).base,
+                    (CpuMode::Long, _) => 0,
+                    _ => self.segment(seg).base,
+                };
+                self.mmu
+                    .invlpg(umbra_mmu::addr::Gva(base.wrapping_add(offset)));
             }
             Wbinvd | Invd => self.require_cpl0()?,
             Cpuid => {
@@ -347,7 +356,7 @@ impl Interpreter {
             let value = match control {
                 Register::CR0 => self.sregs.cr0,
                 Register::CR2 => self.sregs.cr2,
-                Register::CR3 => self.walker.cr3(),
+                Register::CR3 => self.mmu.walker().cr3(),
                 Register::CR4 => self.sregs.cr4,
                 Register::CR8 if self.mode() == CpuMode::Long => self.sregs.cr8,
                 _ => return Err(Exception::ud()),
@@ -421,7 +430,7 @@ impl Interpreter {
             value & cr0::PG != 0 && self.sregs.cr4 & cr4::PAE != 0 && new_efer & efer::LMA == 0;
         let reload_pdptrs = pae_legacy && (old ^ value) & (cr0::PG | cr0::CD | cr0::NW) != 0;
         if reload_pdptrs {
-            self.load_pdptrs(self.walker.cr3())?;
+            self.load_pdptrs(self.mmu.walker().cr3())?;
         }
         self.sregs.cr0 = value;
         self.sregs.efer = new_efer;
@@ -432,7 +441,7 @@ impl Interpreter {
     /// MOV to CR3: reserved bits above MAXPHYADDR are #GP in IA-32e mode; PAE paging reloads
     /// the PDPTE registers.
     fn write_cr3(&mut self, value: u64) -> Result<(), Exception> {
-        let mode = self.walker.role().paging_mode();
+        let mode = self.mmu.walker().role().paging_mode();
         let value = if self.sregs.efer & efer::LMA != 0 {
             if value >> MAXPHYADDR != 0 {
                 return Err(Exception::gp(0));
@@ -444,7 +453,7 @@ impl Interpreter {
         if mode == PagingMode::Pae {
             self.load_pdptrs(value)?;
         }
-        self.walker.set_cr3(value);
+        self.mmu.set_cr3(value);
         Ok(())
     }
 
@@ -460,7 +469,7 @@ impl Interpreter {
         }
         let paging = self.sregs.cr0 & cr0::PG != 0;
         if paging && !long && value & cr4::PAE != 0 && (old ^ value) & cr4::PAGING != 0 {
-            self.load_pdptrs(self.walker.cr3())?;
+            self.load_pdptrs(self.mmu.walker().cr3())?;
         }
         self.sregs.cr4 = value;
         self.update_paging_role();
@@ -470,10 +479,11 @@ impl Interpreter {
     /// Loads the PAE PDPTE registers from `cr3`; #GP(0) if they are invalid.
     fn load_pdptrs(&mut self, cr3: u64) -> Result<(), Exception> {
         let pdptrs = self
-            .walker
+            .mmu
+            .walker()
             .load_pdptrs(cr3, &*self.memslots)
             .map_err(|_| Exception::gp(0))?;
-        self.walker.set_pdptrs(pdptrs);
+        self.mmu.set_pdptrs(pdptrs);
         Ok(())
     }
 }

@@ -1,0 +1,183 @@
+//! The per-vCPU software TLB: a direct-mapped array in front of the shadow tables.
+//!
+//! Each entry is tagged with the guest page and the root it was filled under, so switching
+//! between cached roots needs no flush. It holds, for the three access contexts (user,
+//! supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three kinds of access (read,
+//! write, fetch), whether the access is allowed at all without a walk and whether it may go
+//! straight to host memory; a hit is one index, two compares and a bit test, with no lock,
+//! atomic or allocation.
+
+use crate::addr::{Gfn, Gpa, Gva, PAGE_OFFSET_MASK, PAGE_SHIFT};
+use crate::walker::{Access, AccessKind, Privilege};
+
+/// Entries in the TLB (a power of two).
+pub const TLB_ENTRIES: usize = 1024;
+
+/// The root tag of entries filled while no shadow root is in use (paging off, 32-bit and PAE
+/// paging).
+pub const NO_ROOT: u32 = u32::MAX;
+
+/// The bit for `access` in an entry's permission masks.
+pub(crate) fn access_bit(access: Access) -> u16 {
+    let context = match access.privilege {
+        Privilege::User => 0,
+        Privilege::Supervisor if access.eflags_ac => 2,
+        Privilege::Supervisor | Privilege::ImplicitSupervisor => 1,
+    };
+    let kind = match access.kind {
+        AccessKind::Read => 0,
+        AccessKind::Write => 1,
+        AccessKind::Fetch => 2,
+    };
+    1 << (context * 3 + kind)
+}
+
+/// Every access [`access_bit`] distinguishes, one per bit.
+pub(crate) fn every_access() -> impl Iterator<Item = Access> {
+    let privileges = [
+        (Privilege::User, false),
+        (Privilege::Supervisor, false),
+        (Privilege::Supervisor, true),
+    ];
+    privileges.into_iter().flat_map(|(privilege, ac)| {
+        [AccessKind::Read, AccessKind::Write, AccessKind::Fetch]
+            .into_iter()
+            .map(move |kind| Access::new(kind, privilege).with_eflags_ac(ac))
+    })
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// Guest page number << 1 | 1; 0 for an empty entry.
+    tag: u64,
+    root: u32,
+    /// Accesses allowed without a walk.
+    allowed: u16,
+    /// Accesses that may use `host` directly.
+    direct: u16,
+    /// Host address of the page's first byte, 0 when the page is not RAM.
+    host: usize,
+    gfn: u64,
+}
+
+/// Where a translated access goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The guest physical address.
+    pub gpa: Gpa,
+    /// The host address of the byte, when the access may go straight to host memory.
+    pub host: Option<usize>,
+}
+
+/// A vCPU's TLB.
+pub struct Tlb {
+    entries: Box<[Entry; TLB_ENTRIES]>,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            entries: Box::new([Entry::default(); TLB_ENTRIES]),
+        }
+    }
+}
+
+impl Tlb {
+    /// An empty TLB.
+    pub fn new() -> Tlb {
+        Tlb::default()
+    }
+
+    fn slot(gva: Gva) -> usize {
+        ((gva.0 >> PAGE_SHIFT) as usize) & (TLB_ENTRIES - 1)
+    }
+
+    fn tag(gva: Gva) -> u64 {
+        ((gva.0 >> PAGE_SHIFT) << 1) | 1
+    }
+
+    /// The mapping of `gva` for `access` under `root`, if the TLB holds one allowing it.
+    #[inline]
+    pub fn lookup(&self, gva: Gva, root: u32, access: Access) -> Option<Mapping> {
+        let entry = &self.entries[Self::slot(gva)];
+        let bit = access_bit(access);
+        if entry.tag != Self::tag(gva) || entry.root != root || entry.allowed & bit == 0 {
+            return None;
+        }
+        let offset = gva.0 & PAGE_OFFSET_MASK;
+        Some(Mapping {
+            gpa: Gpa((entry.gfn << PAGE_SHIFT) | offset),
+            host: (entry.direct & bit != 0).then(|| entry.host + offset as usize),
+        })
+    }
+
+    /// Fills the entry for `gva` under `root`.
+    pub fn fill(&mut self, gva: Gva, root: u32, gfn: Gfn, allowed: u16, direct: u16, host: usize) {
+        self.entries[Self::slot(gva)] = Entry {
+            tag: Self::tag(gva),
+            root,
+            allowed,
+            direct,
+            host,
+            gfn: gfn.0,
+        };
+    }
+
+    /// Drops every entry.
+    pub fn flush(&mut self) {
+        self.entries.fill(Entry::default());
+    }
+
+    /// Drops the entry for `gva`, under every root.
+    pub fn flush_page(&mut self, gva: Gva) {
+        let entry = &mut self.entries[Self::slot(gva)];
+        if entry.tag == Self::tag(gva) {
+            *entry = Entry::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_needs_the_same_page_root_and_an_allowed_access() {
+        let mut tlb = Tlb::new();
+        let read = Access::new(AccessKind::Read, Privilege::User);
+        let write = Access::new(AccessKind::Write, Privilege::User);
+        let gva = Gva(0x7fff_1234_5678);
+        tlb.fill(
+            gva,
+            7,
+            Gfn(0x42),
+            access_bit(read) | access_bit(write),
+            access_bit(read),
+            0x1000_0000,
+        );
+        let hit = tlb.lookup(gva, 7, read).unwrap();
+        assert_eq!(hit.gpa, Gpa(0x42678));
+        assert_eq!(hit.host, Some(0x1000_0678));
+        assert_eq!(
+            tlb.lookup(gva, 7, write).unwrap().host,
+            None,
+            "allowed, not direct"
+        );
+        assert!(tlb.lookup(gva, 8, read).is_none(), "another root");
+        assert!(
+            tlb.lookup(Gva(gva.0 + 0x1000), 7, read).is_none(),
+            "another page"
+        );
+        let fetch = Access::new(AccessKind::Fetch, Privilege::User);
+        assert!(tlb.lookup(gva, 7, fetch).is_none(), "not allowed");
+        tlb.flush_page(gva);
+        assert!(tlb.lookup(gva, 7, read).is_none());
+    }
+
+    #[test]
+    fn every_access_has_its_own_bit() {
+        let bits: Vec<u16> = every_access().map(access_bit).collect();
+        assert_eq!(bits.len(), 9);
+        assert_eq!(bits.iter().fold(0, |all, bit| all | bit), 0x1ff);
+    }
+}

@@ -1,0 +1,362 @@
+//! One vCPU's MMU: the guest page walker, the cached roots, and the TLB, in front of the
+//! VM-wide shadow pages.
+//!
+//! [`VcpuMmu::translate`] answers from the TLB when it can; on a miss it walks the shadow tree
+//! of the current root, and only when that has no entry allowing the access does it walk the
+//! guest's tables (the reference) and mirror the walk into shadow pages. A fault is always the
+//! walker's, with its exact error code.
+//!
+//! Roots are kept per (CR3, page role) in a small most-recently-used cache: a MOV to CR3 or a
+//! CR0.WP toggle switches to a cached root without unloading anything, and the TLB, tagged by
+//! root, keeps its entries for every cached root. Shadow roots are used for 4-level and
+//! 5-level paging; in 32-bit and PAE paging (whose PAE root lives in PDPTE registers), and
+//! with paging off, the TLB alone caches walks and is flushed where the SDM flushes a TLB.
+//!
+//! # Host pointers
+//!
+//! A TLB entry may hold a host pointer into a memslot's mapping. The slots behind those
+//! pointers are pinned here (an `Arc` each) and released only when the memslots change, which
+//! is noticed at an instruction boundary ([`VcpuMmu::begin_instruction`]); so a pointer handed
+//! out during an instruction stays valid for the rest of it.
+
+use std::sync::Arc;
+
+use crate::addr::{Gfn, Gpa, Gva, PAGE_SHIFT};
+use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
+use crate::paging::{PTE_DIRTY, PagingMode};
+use crate::role::{CpuRole, PageRole};
+use crate::shadow::{PageId, ShadowMmu, Spte};
+use crate::tlb::{Mapping, NO_ROOT, Tlb, access_bit, every_access};
+use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
+
+/// How many roots a vCPU keeps: the current one and three previous, as KVM.
+pub const ROOT_CACHE_SIZE: usize = 4;
+
+/// CR3's page-table address bits.
+const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// A vCPU's MMU counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmuCounters {
+    /// Translations the TLB answered.
+    pub tlb_hits: u64,
+    /// Translations the TLB could not answer.
+    pub tlb_misses: u64,
+    /// Whole-TLB flushes.
+    pub tlb_flushes: u64,
+    /// TLB misses the shadow tree answered.
+    pub shadow_hits: u64,
+    /// Guest page walks.
+    pub walks: u64,
+    /// Page faults raised.
+    pub page_faults: u64,
+    /// Root switches that found the root cached.
+    pub root_hits: u64,
+    /// Root switches that had to take a new root.
+    pub root_misses: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Root {
+    cr3: u64,
+    role: PageRole,
+    page: PageId,
+}
+
+/// One vCPU's MMU.
+pub struct VcpuMmu {
+    walker: Walker,
+    shadow: Arc<ShadowMmu>,
+    memslots: Arc<Memslots>,
+    slot_cache: SlotCache,
+    tlb: Tlb,
+    tlb_generation: u64,
+    memslot_generation: u64,
+    /// Most recently used first; the first is the current root when shadow paging is in use.
+    roots: Vec<Root>,
+    shadowing: bool,
+    pins: Vec<Arc<Memslot>>,
+    counters: MmuCounters,
+}
+
+impl VcpuMmu {
+    /// The MMU of a vCPU in `walker`'s state, over `memslots`, sharing `shadow`.
+    pub fn new(walker: Walker, shadow: Arc<ShadowMmu>, memslots: Arc<Memslots>) -> VcpuMmu {
+        let mut mmu = VcpuMmu {
+            walker,
+            tlb_generation: shadow.flush_generation(),
+            memslot_generation: memslots.generation(),
+            shadow,
+            memslots,
+            slot_cache: SlotCache::new(),
+            tlb: Tlb::new(),
+            roots: Vec::with_capacity(ROOT_CACHE_SIZE + 1),
+            shadowing: false,
+            pins: Vec::new(),
+            counters: MmuCounters::default(),
+        };
+        mmu.load_root();
+        mmu
+    }
+
+    /// The guest page walker, with the CPU state it reads.
+    pub fn walker(&self) -> &Walker {
+        &self.walker
+    }
+
+    /// The guest's memory.
+    pub fn memslots(&self) -> &Arc<Memslots> {
+        &self.memslots
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> MmuCounters {
+        self.counters
+    }
+
+    /// The shadow MMU this vCPU shares.
+    pub fn shadow(&self) -> &Arc<ShadowMmu> {
+        &self.shadow
+    }
+
+    /// Catches up with changes made elsewhere since the last instruction: flushes the TLB if a
+    /// shadow entry was zapped, and releases pinned slots if the memslots changed.
+    #[inline]
+    pub fn begin_instruction(&mut self) {
+        let generation = self.shadow.flush_generation();
+        if generation != self.tlb_generation {
+            self.tlb_generation = generation;
+            self.flush_tlb();
+        }
+        let memslots = self.memslots.generation();
+        if memslots != self.memslot_generation {
+            self.memslot_generation = memslots;
+            self.pins.clear();
+            self.flush_tlb();
+        }
+    }
+
+    /// Drops every TLB entry.
+    pub fn flush_tlb(&mut self) {
+        self.tlb.flush();
+        self.counters.tlb_flushes += 1;
+    }
+
+    /// CR0, CR4 or EFER changed: switches to the root for the new role.
+    pub fn set_role(&mut self, role: CpuRole) {
+        if role == self.walker.role() {
+            return;
+        }
+        self.walker.set_role(role);
+        self.load_root();
+    }
+
+    /// MOV to CR3.
+    pub fn set_cr3(&mut self, cr3: u64) {
+        self.walker.set_cr3(cr3);
+        self.load_root();
+    }
+
+    /// Loads the PAE PDPTE registers (they take effect with the TLB flushed).
+    pub fn set_pdptrs(&mut self, pdptrs: [u64; 4]) {
+        self.walker.set_pdptrs(pdptrs);
+        self.flush_tlb();
+    }
+
+    /// WRPKRU: the TLB's permissions were computed with the old value.
+    pub fn set_pkru(&mut self, pkru: u32) {
+        if pkru != self.walker.pkru() {
+            self.walker.set_pkru(pkru);
+            self.flush_tlb();
+        }
+    }
+
+    /// INVLPG. With shadow roots the shadow tree is already coherent and only the TLB entry
+    /// goes; without them the whole TLB does, since the page may lie in a large page whose
+    /// other 4 KiB entries the TLB also holds.
+    pub fn invlpg(&mut self, gva: Gva) {
+        if self.shadowing {
+            self.tlb.flush_page(gva);
+        } else {
+            self.flush_tlb();
+        }
+    }
+
+    /// Makes the root for the current CR3 and role current, from the cache if it is there.
+    fn load_root(&mut self) {
+        let mode = self.walker.role().paging_mode();
+        self.shadowing = matches!(mode, PagingMode::Level4 | PagingMode::Level5);
+        if !self.shadowing {
+            self.flush_tlb();
+            return;
+        }
+        let cr3 = self.walker.cr3() & CR3_ADDRESS;
+        let role = PageRole::root(self.walker.role());
+        if let Some(at) = self
+            .roots
+            .iter()
+            .position(|r| r.cr3 == cr3 && r.role == role)
+        {
+            let root = self.roots.remove(at);
+            self.roots.insert(0, root);
+            self.counters.root_hits += 1;
+            return;
+        }
+        self.counters.root_misses += 1;
+        let page = self.shadow.get_root(Gpa(cr3).gfn(), role);
+        self.roots.insert(0, Root { cr3, role, page });
+        if self.roots.len() > ROOT_CACHE_SIZE {
+            let evicted = self.roots.pop().expect("more roots than the cache holds");
+            self.shadow.put_root(evicted.page);
+            // The evicted root's page id may be reused for another root: its TLB entries go.
+            self.flush_tlb();
+        }
+    }
+
+    /// The TLB tag of the current root.
+    fn root_tag(&self) -> u32 {
+        if self.shadowing {
+            self.roots[0].page
+        } else {
+            NO_ROOT
+        }
+    }
+
+    /// Translates `gva` for `access`: where it goes, or the page fault it raises.
+    #[inline]
+    pub fn translate(&mut self, gva: Gva, access: Access) -> Result<Mapping, PageFault> {
+        let tag = self.root_tag();
+        if let Some(mapping) = self.tlb.lookup(gva, tag, access) {
+            self.counters.tlb_hits += 1;
+            return Ok(mapping);
+        }
+        self.counters.tlb_misses += 1;
+        self.translate_slow(gva, access, tag)
+    }
+
+    /// A TLB miss: the shadow tree, else a guest walk.
+    fn translate_slow(&mut self, gva: Gva, access: Access, tag: u32) -> Result<Mapping, PageFault> {
+        let spte = if self.shadowing {
+            let root = self.roots[0].page;
+            match self.shadow.lookup(root, gva) {
+                Some(spte) if self.allows(spte, access) => {
+                    self.counters.shadow_hits += 1;
+                    spte
+                }
+                _ => {
+                    let translation = self.walk(gva, access)?;
+                    self.shadow.install(root, gva, &translation)
+                }
+            }
+        } else {
+            let translation = self.walk(gva, access)?;
+            let dirty = translation.level == 0 || translation.leaf_pte() & PTE_DIRTY != 0;
+            Spte::leaf(
+                translation.gpa.gfn(),
+                translation.access,
+                dirty,
+                translation.pkey,
+            )
+        };
+        Ok(self.fill(gva, tag, spte, access))
+    }
+
+    /// A guest walk that sets A/D bits, counted.
+    fn walk(&mut self, gva: Gva, access: Access) -> Result<crate::walker::Translation, PageFault> {
+        self.counters.walks += 1;
+        self.walker
+            .walk(&*self.memslots, gva, access, WalkMode::Update)
+            .inspect_err(|_| self.counters.page_faults += 1)
+    }
+
+    /// Whether `spte` lets `access` through without a walk: the rights allow it, and a write
+    /// finds the guest's entry already dirty.
+    fn allows(&self, spte: Spte, access: Access) -> bool {
+        let permissions = self.walker.permissions();
+        let allowed = permissions
+            .permission_fault(access, spte.access(), spte.pkey(), self.walker.pkru())
+            .is_none();
+        allowed && (access.kind != AccessKind::Write || spte.dirty())
+    }
+
+    /// Fills the TLB entry for `gva` from `spte` and answers `access` from it.
+    fn fill(&mut self, gva: Gva, tag: u32, spte: Spte, access: Access) -> Mapping {
+        let gfn = spte.gfn();
+        let mut allowed = 0;
+        for each in every_access() {
+            if self.allows(spte, each) {
+                allowed |= access_bit(each);
+            }
+        }
+        let (host, writable) = self.host_page(gfn);
+        let writes = every_access()
+            .filter(|a| a.kind == AccessKind::Write)
+            .fold(0, |bits, a| bits | access_bit(a));
+        let direct = match host {
+            0 => 0,
+            _ if writable => allowed,
+            _ => allowed & !writes,
+        };
+        self.tlb.fill(gva, tag, gfn, allowed, direct, host);
+        let offset = gva.0 & 0xfff;
+        let bit = access_bit(access);
+        Mapping {
+            gpa: Gpa((gfn.0 << PAGE_SHIFT) | offset),
+            host: (direct & bit != 0).then(|| host + offset as usize),
+        }
+    }
+
+    /// The host address of guest frame `gfn` (0 if it is not RAM), and whether stores may go
+    /// there directly: not for read-only slots, slots logging dirty pages (a store must be
+    /// logged), or frames holding shadowed guest tables (a store must zap shadow entries).
+    fn host_page(&mut self, gfn: Gfn) -> (usize, bool) {
+        let Some(slot) = self.memslots.find_by_gfn_cached(&mut self.slot_cache, gfn) else {
+            return (0, false);
+        };
+        let host = slot.host_ptr(gfn.gpa()).map_or(0, |p| p as usize);
+        let writable = !slot
+            .flags()
+            .intersects(MemslotFlags::READONLY | MemslotFlags::LOG_DIRTY);
+        if !self.pins.iter().any(|pinned| Arc::ptr_eq(pinned, slot)) {
+            let slot = slot.clone();
+            self.pins.push(slot);
+        }
+        (host, writable && !self.shadow.is_tracked(gfn))
+    }
+
+    /// Reads guest memory at a host address that [`VcpuMmu::translate`] gave.
+    ///
+    /// # Safety
+    ///
+    /// `host` must come from a [`Mapping`] this MMU returned since the last
+    /// [`VcpuMmu::begin_instruction`], and `buf` must not reach past the end of its page.
+    pub unsafe fn read_host(&self, host: usize, buf: &mut [u8]) {
+        // SAFETY: `host` came from a TLB entry of this vCPU filled from a slot that `pins`
+        // holds; pins are only released in `begin_instruction`, so the mapping is alive, and
+        // the caller keeps within the page. Guest memory is only touched through atomics.
+        unsafe { crate::memslot::copy_from_guest(host as *mut u8, buf) }
+    }
+
+    /// Writes guest memory at a host address that [`VcpuMmu::translate`] gave for a write.
+    ///
+    /// # Safety
+    ///
+    /// As for [`VcpuMmu::read_host`], with a mapping translated for a write.
+    pub unsafe fn write_host(&self, host: usize, data: &[u8]) {
+        // SAFETY: as in `read_host`; the TLB gives a host address for a write only where
+        // direct stores are allowed (RAM, writable, not logged, not tracked).
+        unsafe { crate::memslot::copy_to_guest(data, host as *mut u8) }
+    }
+
+    /// A store went the slow way to `gpa`: if the frame holds shadowed guest tables, the
+    /// shadow entries mirroring what was written are zapped.
+    pub fn after_slow_write(&mut self, gpa: Gpa, len: usize) {
+        if self.shadow.is_tracked(gpa.gfn()) {
+            self.shadow.guest_wrote(gpa, len);
+            // This vCPU continues in the same instruction: its TLB must not wait for the next
+            // boundary to drop what the write made stale.
+            self.tlb_generation = self.shadow.flush_generation();
+            self.flush_tlb();
+        }
+    }
+}
