@@ -1,7 +1,8 @@
 //! The per-vCPU software TLB: a direct-mapped array in front of the shadow tables.
 //!
 //! Each entry is tagged with the guest page and the root it was filled under, so switching
-//! between cached roots needs no flush. It holds, for the three access contexts (user,
+//! between cached roots needs no flush; the root also picks the set, so that address spaces
+//! using the same addresses (every process's text at the same place) do not evict each other. It holds, for the three access contexts (user,
 //! supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three kinds of access (read,
 //! write, fetch), whether the access is allowed at all without a walk and whether it may go
 //! straight to host memory; a hit is one index, two compares and a bit test, with no lock,
@@ -88,8 +89,12 @@ impl Tlb {
         Tlb::default()
     }
 
-    fn slot(gva: Gva) -> usize {
-        ((gva.0 >> PAGE_SHIFT) as usize) & (TLB_ENTRIES - 1)
+    /// The entry for `gva` under `root`: the page number, offset by a multiple of the root
+    /// that spreads roots over the array.
+    fn slot(gva: Gva, root: u32) -> usize {
+        // Fibonacci hashing: the multiplier's high bits scatter consecutive root ids.
+        let spread = (root.wrapping_mul(0x9e37_79b9) >> 16) as usize;
+        ((gva.0 >> PAGE_SHIFT) as usize).wrapping_add(spread) & (TLB_ENTRIES - 1)
     }
 
     fn tag(gva: Gva) -> u64 {
@@ -99,7 +104,7 @@ impl Tlb {
     /// The mapping of `gva` for `access` under `root`, if the TLB holds one allowing it.
     #[inline]
     pub fn lookup(&self, gva: Gva, root: u32, access: Access) -> Option<Mapping> {
-        let entry = &self.entries[Self::slot(gva)];
+        let entry = &self.entries[Self::slot(gva, root)];
         let bit = access_bit(access);
         if entry.tag != Self::tag(gva) || entry.root != root || entry.allowed & bit == 0 {
             return None;
@@ -113,7 +118,7 @@ impl Tlb {
 
     /// Fills the entry for `gva` under `root`.
     pub fn fill(&mut self, gva: Gva, root: u32, gfn: Gfn, allowed: u16, direct: u16, host: usize) {
-        self.entries[Self::slot(gva)] = Entry {
+        self.entries[Self::slot(gva, root)] = Entry {
             tag: Self::tag(gva),
             root,
             allowed,
@@ -128,11 +133,13 @@ impl Tlb {
         self.entries.fill(Entry::default());
     }
 
-    /// Drops the entry for `gva`, under every root.
-    pub fn flush_page(&mut self, gva: Gva) {
-        let entry = &mut self.entries[Self::slot(gva)];
-        if entry.tag == Self::tag(gva) {
-            *entry = Entry::default();
+    /// Drops the entries for `gva` under each of `roots`.
+    pub fn flush_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
+        for root in roots {
+            let entry = &mut self.entries[Self::slot(gva, root)];
+            if entry.tag == Self::tag(gva) && entry.root == root {
+                *entry = Entry::default();
+            }
         }
     }
 }
@@ -170,8 +177,23 @@ mod tests {
         );
         let fetch = Access::new(AccessKind::Fetch, Privilege::User);
         assert!(tlb.lookup(gva, 7, fetch).is_none(), "not allowed");
-        tlb.flush_page(gva);
+        tlb.fill(
+            gva,
+            8,
+            Gfn(0x43),
+            access_bit(read),
+            access_bit(read),
+            0x2000_0000,
+        );
+        assert_eq!(
+            tlb.lookup(gva, 8, read).unwrap().gpa,
+            Gpa(0x43678),
+            "roots use their own sets"
+        );
+        assert!(tlb.lookup(gva, 7, read).is_some());
+        tlb.flush_page(gva, [7, 8]);
         assert!(tlb.lookup(gva, 7, read).is_none());
+        assert!(tlb.lookup(gva, 8, read).is_none());
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl VcpuMmu {
     /// other 4 KiB entries the TLB also holds.
     pub fn invlpg(&mut self, gva: Gva) {
         if self.shadowing {
-            self.tlb.flush_page(gva);
+            self.tlb
+                .flush_page(gva, self.roots.iter().map(|root| root.page));
         } else {
             self.flush_tlb();
         }
