@@ -158,7 +158,7 @@ fn cr3_switches_and_wp_toggles_keep_translations_once_warm() {
     let read = access(0, false);
     let addresses: Vec<Gva> = (0..4).map(|page| Gva(page << 12)).collect();
     // Two address spaces times two CR0.WP settings: four roots, as many as the cache holds.
-    let mut run = |mmu: &mut VcpuMmu| {
+    let run = |mmu: &mut VcpuMmu| {
         for cr3 in &PML4S[..2] {
             for wp in [true, false] {
                 mmu.begin_instruction();
