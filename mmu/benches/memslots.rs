@@ -72,7 +72,7 @@ impl SlotStore for Memslots {
     }
 
     fn find_by_gfn(&self, gfn: u64) -> Option<u16> {
-        Memslots::find_by_gfn(self, Gfn(gfn)).map(|slot| slot.id().0)
+        Memslots::with_slot(self, Gfn(gfn), |slot| slot.id().0)
     }
 
     fn find_by_gfn_cached(&self, cache: &mut SlotCache, gfn: u64) -> Option<u16> {

@@ -239,6 +239,12 @@ impl Memslots {
         self.active().find_by_gfn(gfn).cloned()
     }
 
+    /// Runs `f` on the slot holding guest frame `gfn`, without taking a reference to it: no
+    /// shared reference count is touched, so lookups on many threads do not contend.
+    pub fn with_slot<R>(&self, gfn: Gfn, f: impl FnOnce(&Memslot) -> R) -> Option<R> {
+        self.active().find_by_gfn(gfn).map(|slot| f(slot))
+    }
+
     /// The slot holding guest frame `gfn`, through the vCPU's last-used-slot cache.
     ///
     /// A hit costs one atomic load (the published generation, no read-modify-write) and one

@@ -14,6 +14,7 @@ use crate::addr::Gpa;
 use crate::memslot::Memslots;
 
 /// Runs `f` on the host pointer of the `size`-byte entry at `gpa`, if it is RAM and aligned.
+/// The slot is held (through the memslots' active set) for as long as `f` runs.
 fn with_entry<T>(
     memslots: &Memslots,
     gpa: Gpa,
@@ -24,16 +25,18 @@ fn with_entry<T>(
     if !gpa.0.is_multiple_of(size) {
         return None;
     }
-    let slot = memslots.find_by_gfn(gpa.gfn())?;
-    if writable && slot.is_readonly() {
-        return None;
-    }
-    let ptr = slot.host_ptr(gpa)?;
-    let result = f(ptr);
-    if writable {
-        slot.mark_dirty(gpa.gfn());
-    }
-    Some(result)
+    memslots
+        .with_slot(gpa.gfn(), |slot| {
+            if writable && slot.is_readonly() {
+                return None;
+            }
+            let result = f(slot.host_ptr(gpa)?);
+            if writable {
+                slot.mark_dirty(gpa.gfn());
+            }
+            Some(result)
+        })
+        .flatten()
 }
 
 impl PageTableMemory for Memslots {
