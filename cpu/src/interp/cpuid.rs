@@ -32,16 +32,18 @@ mod leaf1_edx {
 
 /// CPUID.1:ECX bits advertised.
 mod leaf1_ecx {
+    pub const PCID: u32 = 1 << 17;
     pub const CX16: u32 = 1 << 13;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
     pub const HYPERVISOR: u32 = 1 << 31;
-    pub const ALL: u32 = CX16 | MOVBE | POPCNT | HYPERVISOR;
+    pub const ALL: u32 = CX16 | PCID | MOVBE | POPCNT | HYPERVISOR;
 }
 
 /// CPUID.7.0 bits advertised.
 mod leaf7 {
     pub const EBX_SMEP: u32 = 1 << 7;
+    pub const EBX_INVPCID: u32 = 1 << 10;
     pub const EBX_SMAP: u32 = 1 << 20;
     pub const ECX_RDPID: u32 = 1 << 22;
 }
@@ -68,7 +70,12 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
         0 => [7, word(VENDOR, 0), word(VENDOR, 8), word(VENDOR, 4)],
         // EBX: CLFLUSH line size 8 * 8 = 64 bytes, one logical processor, APIC ID 0.
         1 => [SIGNATURE, 0x0001_0800, leaf1_ecx::ALL, leaf1_edx::ALL],
-        7 if subleaf == 0 => [0, leaf7::EBX_SMEP | leaf7::EBX_SMAP, leaf7::ECX_RDPID, 0],
+        7 if subleaf == 0 => [
+            0,
+            leaf7::EBX_SMEP | leaf7::EBX_INVPCID | leaf7::EBX_SMAP,
+            leaf7::ECX_RDPID,
+            0,
+        ],
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => [
             0,

@@ -11,6 +11,9 @@ use crate::interp::segmentation::{SegReg, selector_error};
 use crate::interp::{Interpreter, MAXPHYADDR, StepEvent, cpuid};
 use crate::state::{CpuMode, DescriptorTable, RFLAGS_IF, Segment};
 
+/// CR3 bit 63 with CR4.PCIDE = 1: keep the TLB entries of the new PCID.
+const CR3_NO_FLUSH: u64 = 1 << 63;
+
 /// CR0 bits.
 mod cr0 {
     pub const PE: u64 = 1 << 0;
@@ -33,10 +36,11 @@ mod cr4 {
     pub const TSD: u64 = 1 << 2;
     pub const DE: u64 = 1 << 3;
     pub const PAE: u64 = 1 << 5;
+    pub const PCIDE: u64 = 1 << 17;
     pub const SMEP: u64 = 1 << 20;
     pub const SMAP: u64 = 1 << 21;
-    /// The bits of features the CPU advertises: VME through OSXMMEXCPT, SMEP and SMAP.
-    pub const WRITABLE: u64 = 0x7ff | SMEP | SMAP;
+    /// The bits of features the CPU advertises: VME through OSXMMEXCPT, PCIDE, SMEP and SMAP.
+    pub const WRITABLE: u64 = 0x7ff | PCIDE | SMEP | SMAP;
     /// Changing any of these changes how page tables are read.
     pub const PAGING: u64 = (1 << 4) | PAE | (1 << 7) | SMEP | SMAP;
 }
@@ -137,6 +141,7 @@ impl Interpreter {
                     .invlpg(umbra_mmu::addr::Gva(base.wrapping_add(offset)));
             }
             Wbinvd | Invd => self.require_cpl0()?,
+            Invpcid => self.invpcid(i)?,
             Cpuid => {
                 let leaf = self.reg(Register::EAX) as u32;
                 let subleaf = self.reg(Register::ECX) as u32;
@@ -440,9 +445,19 @@ impl Interpreter {
 
     /// MOV to CR3: reserved bits above MAXPHYADDR are #GP in IA-32e mode; PAE paging reloads
     /// the PDPTE registers.
+    ///
+    /// With CR4.PCIDE = 1, bits 11:0 are the PCID and bit 63 asks to keep the new PCID's TLB
+    /// entries; CR3 itself never holds bit 63. The shadow MMU is coherent with the guest's
+    /// page tables at all times (see `umbra_mmu::shadow`), so a flush the CR3 write asks for has
+    /// nothing stale to drop: the write only switches roots.
     fn write_cr3(&mut self, value: u64) -> Result<(), Exception> {
         let mode = self.mmu.walker().role().paging_mode();
         let value = if self.sregs.efer & efer::LMA != 0 {
+            let value = if self.sregs.cr4 & cr4::PCIDE != 0 {
+                value & !CR3_NO_FLUSH
+            } else {
+                value
+            };
             if value >> MAXPHYADDR != 0 {
                 return Err(Exception::gp(0));
             }
@@ -467,12 +482,40 @@ impl Interpreter {
         if long && value & cr4::PAE == 0 {
             return Err(Exception::gp(0));
         }
+        let pcid_on = value & cr4::PCIDE != 0 && old & cr4::PCIDE == 0;
+        if pcid_on && (!long || self.mmu.walker().cr3() & 0xfff != 0) {
+            return Err(Exception::gp(0));
+        }
         let paging = self.sregs.cr0 & cr0::PG != 0;
         if paging && !long && value & cr4::PAE != 0 && (old ^ value) & cr4::PAGING != 0 {
             self.load_pdptrs(self.mmu.walker().cr3())?;
         }
         self.sregs.cr4 = value;
         self.update_paging_role();
+        Ok(())
+    }
+
+    /// INVPCID: types 0 (one address), 1 (one PCID), 2 (all, with globals) and 3 (all but
+    /// globals), with the SDM's checks. The TLB entries it names are dropped; the shadow pages
+    /// need nothing, being coherent.
+    fn invpcid(&mut self, i: &Instruction) -> Result<(), Exception> {
+        if self.mode() == CpuMode::Real || self.v86() {
+            return Err(Exception::ud());
+        }
+        self.require_cpl0()?;
+        let kind = self.reg(i.op0_register());
+        let offset = self.effective_offset(i);
+        let seg = Self::memory_segment(i);
+        let pcid = self.read_mem(seg, offset, 8)?;
+        let address = self.read_mem(seg, offset.wrapping_add(8), 8)?;
+        if kind > 3 || pcid > 0xfff {
+            return Err(Exception::gp(0));
+        }
+        match kind {
+            0 if !self.canonical(address) => return Err(Exception::gp(0)),
+            0 => self.mmu.invlpg(umbra_mmu::addr::Gva(address)),
+            _ => self.mmu.flush_tlb(),
+        }
         Ok(())
     }
 
