@@ -61,6 +61,20 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::TestOnly,
         summary: "demo with one check made to fail, so it exits with status 1",
     },
+    ImageSpec {
+        name: "bench-compute",
+        source: "bench-compute.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "integer benchmark at CPL 3: sieve, CRC-32, memcpy, heapsort, timed with RDTSC",
+    },
+    ImageSpec {
+        name: "bench-compute-quick",
+        source: "bench-compute.s",
+        defines: &["QUICK=1"],
+        listing: Listing::TestOnly,
+        summary: "bench-compute on data about 30 times smaller, for tests on unoptimized builds",
+    },
 ];
 
 /// Why the firmware could not be built.

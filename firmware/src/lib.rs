@@ -73,7 +73,9 @@ mod tests {
     const NEAR_JMP: u8 = 0xe9;
 
     fn all_images() -> impl Iterator<Item = &'static Image> {
-        builtin().iter().chain([test_images::demo_fail()])
+        builtin()
+            .iter()
+            .chain([test_images::demo_fail(), test_images::bench_compute_quick()])
     }
 
     fn symbol_address(elf: &object::File<'_>, name: &str) -> u64 {
@@ -84,9 +86,9 @@ mod tests {
     }
 
     #[test]
-    fn builtin_lists_demo_only() {
+    fn builtin_lists_the_images_users_pick() {
         let names: Vec<_> = builtin().iter().map(|image| image.name).collect();
-        assert_eq!(names, ["demo"]);
+        assert_eq!(names, ["demo", "bench-compute"]);
     }
 
     #[test]
