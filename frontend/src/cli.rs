@@ -1,4 +1,4 @@
-//! The command line: `umbra run` and `umbra firmware list`, in QEMU's habits where users have
+//! The command line: `umbra run` and `umbra firmware list|dump`, in QEMU's habits where users have
 //! them (`-m 512M`) with clear long options beside them.
 
 use std::path::PathBuf;
@@ -32,6 +32,13 @@ pub enum Command {
 pub enum FirmwareCommand {
     /// List the built-in firmware images.
     List,
+    /// Write a built-in image's ROM to a file, e.g. for `qemu-system-x86_64 -bios FILE`.
+    Dump {
+        /// The image's name (see `umbra firmware list`).
+        name: String,
+        /// The file to write, created or truncated.
+        file: PathBuf,
+    },
 }
 
 /// `umbra run`'s options.
@@ -128,6 +135,17 @@ mod tests {
         assert_eq!(args.serial, SerialTarget::File("/tmp/x".into()));
         assert_eq!(args.firmware, "demo");
         assert_eq!(args.accel, Accel::Auto);
+    }
+
+    #[test]
+    fn firmware_dump_takes_a_name_and_a_file() {
+        let cli = Cli::try_parse_from(["umbra", "firmware", "dump", "demo", "demo.rom"]).unwrap();
+        let Command::Firmware(FirmwareCommand::Dump { name, file }) = cli.command else {
+            panic!("not a firmware dump command")
+        };
+        assert_eq!(name, "demo");
+        assert_eq!(file, PathBuf::from("demo.rom"));
+        assert!(Cli::try_parse_from(["umbra", "firmware", "dump", "demo"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Firmware(FirmwareCommand::List) => Ok(list_firmware()),
+        Command::Firmware(FirmwareCommand::Dump { name, file }) => dump_firmware(&name, &file),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -72,6 +74,18 @@ fn list_firmware() -> u8 {
         println!("{:<16} {}", image.name, image.summary);
     }
     0
+}
+
+fn dump_firmware(name: &str, file: &Path) -> Result<u8, Failure> {
+    let image = umbra_firmware::find(name)
+        .with_context(|| {
+            format!("no built-in firmware named '{name}' (umbra firmware list shows them)")
+        })
+        .map_err(Failure::bad_input)?;
+    std::fs::write(file, image.rom)
+        .with_context(|| format!("cannot write {}", file.display()))
+        .map_err(Failure::bad_input)?;
+    Ok(0)
 }
 
 fn run(args: RunArgs) -> Result<u8, Failure> {
