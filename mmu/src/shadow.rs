@@ -3,8 +3,17 @@
 //! A shadow page mirrors one guest page table, keyed by the table's frame and a [`PageRole`];
 //! its 512 entries ([`Spte`]) either link to the shadow page of the next level or, at the
 //! leaf, hold the guest frame an address maps to with the rights combined over every level of
-//! the guest walk. A guest large page is mirrored by *direct* pages that cut it into 4 KiB
-//! entries. Walking the shadow tree of a root (see [`crate::vcpu_mmu`]) gives the same answer
+//! the guest walk.
+//!
+//! # Huge pages (seeds 000 and 004)
+//!
+//! A guest 2 MiB or 1 GiB page is mirrored by one large leaf while nothing inside it is
+//! write-tracked and it lies in one memslot; when a frame inside it becomes tracked (a guest
+//! page table placed in the large page), the large leaf is zapped and the next fault cuts the
+//! region into *direct* pages of 4 KiB entries: the split happens on demand, only where a
+//! frame must be tracked. Large leaves are found through a reverse map by region, so that
+//! enabling dirty logging can split every one in a slot up front ([`SplitPolicy::Eager`]) or
+//! zap them to refault in 4 KiB pieces ([`SplitPolicy::Lazy`]). Walking the shadow tree of a root (see [`crate::vcpu_mmu`]) gives the same answer
 //! as walking the guest's tables, without reading guest memory or checking reserved bits.
 //!
 //! # Why the shadow tree stays coherent
@@ -22,8 +31,8 @@
 //! One reader-writer lock guards the pages: TLB misses walk the tree under the read lock;
 //! faults, zaps and root changes take it for writing.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
@@ -110,6 +119,17 @@ impl Spte {
     fn child(self) -> PageId {
         (self.0 >> 12) as PageId
     }
+
+    /// The 4 KiB leaf inside this leaf at `level` that maps `gva`.
+    fn frame_of(self, gva: Gva, level: u8) -> Spte {
+        let within = (gva.0 >> 12) & (frames_at(level) - 1);
+        Spte(self.0 + (within << 12))
+    }
+
+    /// The same rights and flags, for frame `gfn`.
+    fn with_gfn(self, gfn: Gfn) -> Spte {
+        Spte((self.0 & 0xfff) | (gfn.0 << 12))
+    }
 }
 
 /// One shadow page.
@@ -158,8 +178,25 @@ struct State {
     pages: Vec<Option<ShadowPage>>,
     free: Vec<PageId>,
     hash: HashMap<(Gfn, PageRole), PageId>,
-    /// Guest frames holding shadowed guest tables, with the pages shadowing each.
-    tracked: HashMap<Gfn, Vec<PageId>>,
+    /// Guest frames holding shadowed guest tables, with the pages shadowing each; ordered, so
+    /// that a large page can ask whether any frame inside it is tracked.
+    tracked: BTreeMap<Gfn, Vec<PageId>>,
+    /// Large leaves by the first frame of the region they map: the page and entry.
+    large: BTreeMap<Gfn, Vec<(PageId, u16)>>,
+}
+
+/// What enabling dirty logging does to the large leaves mapping a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitPolicy {
+    /// Replace each by direct pages holding all its 4 KiB entries at once.
+    Eager,
+    /// Zap each; the next access to each 4 KiB page faults it in.
+    Lazy,
+}
+
+/// The number of 4 KiB frames a leaf at `level` maps.
+fn frames_at(level: u8) -> u64 {
+    1 << (level_shift(level) - 12)
 }
 
 impl State {
@@ -235,18 +272,20 @@ impl ShadowMmu {
         }
     }
 
-    /// The leaf entry mapping `gva` under `root`, if the shadow tree has one.
+    /// The leaf entry mapping the 4 KiB page of `gva` under `root`, if the shadow tree has
+    /// one (for a large leaf, the entry for that page inside it).
     pub fn lookup(&self, root: PageId, gva: Gva) -> Option<Spte> {
         let state = self.state.read();
         let mut id = root;
         loop {
             let page = state.page(id);
-            let spte = page.sptes[index(gva, page.role.level())];
+            let level = page.role.level();
+            let spte = page.sptes[index(gva, level)];
             if !spte.is_present() {
                 return None;
             }
             if spte.is_leaf() {
-                return Some(spte);
+                return Some(spte.frame_of(gva, level));
             }
             id = spte.child();
         }
@@ -258,11 +297,26 @@ impl ShadowMmu {
     }
 
     /// Mirrors the guest walk `translation` of `gva` under `root`, making the shadow pages
-    /// missing on the way, and returns the leaf entry installed.
-    pub fn install(&self, root: PageId, gva: Gva, translation: &Translation) -> Spte {
+    /// missing on the way, and returns the 4 KiB leaf entry for `gva`.
+    ///
+    /// A guest large page gets one large leaf if its level is at most `max_level` (the caller
+    /// knows whether the region lies in one memslot) and no frame inside it is tracked.
+    pub fn install(
+        &self,
+        root: PageId,
+        gva: Gva,
+        translation: &Translation,
+        max_level: u8,
+    ) -> Spte {
         let mut state = self.state.write();
         let mut id = root;
         let guest_leaf = translation.level;
+        let leaf = Spte::leaf(
+            translation.gpa.gfn(),
+            translation.access,
+            translation.leaf_pte() & crate::paging::PTE_DIRTY != 0,
+            translation.pkey,
+        );
         loop {
             let role = state.page(id).role;
             let level = role.level();
@@ -270,17 +324,27 @@ impl ShadowMmu {
             // At the guest's leaf level (or below it, inside a direct page) the entry maps the
             // 4 KiB frame; above, it links to the next page.
             if level == 1 {
-                let leaf = Spte::leaf(
-                    translation.gpa.gfn(),
-                    translation.access,
-                    translation.leaf_pte() & crate::paging::PTE_DIRTY != 0,
-                    translation.pkey,
-                );
                 state.page_mut(id).sptes[slot] = leaf;
                 self.counters
                     .sptes_installed
                     .fetch_add(1, Ordering::Relaxed);
                 return leaf;
+            }
+            if level == guest_leaf && !role.is_direct() && level <= max_level {
+                let frames = frames_at(level);
+                let base = Gfn(leaf.gfn().0 & !(frames - 1));
+                let inside = base..Gfn(base.0 + frames);
+                if state.tracked.range(inside).next().is_none() {
+                    if state.page(id).sptes[slot].is_present() {
+                        self.zap_entry(&mut state, id, slot);
+                    }
+                    state.page_mut(id).sptes[slot] = leaf.with_gfn(base);
+                    state.large.entry(base).or_default().push((id, slot as u16));
+                    self.counters
+                        .sptes_installed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return leaf;
+                }
             }
             let existing = state.page(id).sptes[slot];
             if existing.is_present() && !existing.is_leaf() {
@@ -336,8 +400,10 @@ impl ShadowMmu {
                     true
                 }
             };
-            // A TLB may still hold a writable entry for the frame that just became tracked.
+            // A TLB may still hold a writable entry for the frame that just became tracked, and
+            // a large leaf may map it: that leaf is zapped, to be split on the next fault.
             if newly_tracked {
+                self.zap_large_covering(state, gfn);
                 self.request_flush();
             }
         }
@@ -366,10 +432,27 @@ impl ShadowMmu {
         self.request_flush();
     }
 
+    /// Zaps the large leaves whose region holds `gfn`.
+    fn zap_large_covering(&self, state: &mut State, gfn: Gfn) {
+        for level in [2, 3] {
+            let base = Gfn(gfn.0 & !(frames_at(level) - 1));
+            if let Some(leaves) = state.large.get(&base).cloned() {
+                for (id, slot) in leaves {
+                    if state.page(id).role.level() == level {
+                        self.zap_entry(state, id, usize::from(slot));
+                    }
+                }
+            }
+        }
+    }
+
     /// Clears one entry, dropping the subtree it alone linked to.
     fn zap_entry(&self, state: &mut State, id: PageId, slot: usize) {
         let spte = state.page(id).sptes[slot];
         state.page_mut(id).sptes[slot] = Spte::default();
+        if spte.is_leaf() && state.page(id).role.level() > 1 {
+            Self::forget_large(state, spte.gfn(), id, slot);
+        }
         if spte.is_present() && !spte.is_leaf() {
             let child = spte.child();
             let page = state.page_mut(child);
@@ -398,6 +481,61 @@ impl ShadowMmu {
         }
         state.free.push(id);
         self.counters.pages_zapped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a large leaf from the reverse map.
+    fn forget_large(state: &mut State, base: Gfn, id: PageId, slot: usize) {
+        if let Entry::Occupied(mut e) = state.large.entry(base) {
+            e.get_mut().retain(|&leaf| leaf != (id, slot as u16));
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Splits every large leaf mapping a frame in `range`, as enabling dirty logging on a slot
+    /// does, by `policy`. Returns the number of large leaves split.
+    pub fn split_large(&self, range: std::ops::Range<Gfn>, policy: SplitPolicy) -> usize {
+        let mut state = self.state.write();
+        let first = Gfn(range.start.0 & !(frames_at(3) - 1));
+        let leaves: Vec<(Gfn, PageId, u16)> = state
+            .large
+            .range(first..range.end)
+            .flat_map(|(&base, leaves)| leaves.iter().map(move |&(id, slot)| (base, id, slot)))
+            .filter(|&(base, id, _)| {
+                base.0 + frames_at(state.page(id).role.level()) > range.start.0
+            })
+            .collect();
+        for &(_, id, slot) in &leaves {
+            match policy {
+                SplitPolicy::Lazy => self.zap_entry(&mut state, id, usize::from(slot)),
+                SplitPolicy::Eager => self.split_leaf(&mut state, id, usize::from(slot)),
+            }
+        }
+        self.request_flush();
+        leaves.len()
+    }
+
+    /// Replaces the large leaf at `slot` of page `id` by a direct page holding all its pieces,
+    /// themselves split down to 4 KiB.
+    fn split_leaf(&self, state: &mut State, id: PageId, slot: usize) {
+        let spte = state.page(id).sptes[slot];
+        let role = state.page(id).role;
+        let level = role.level();
+        Self::forget_large(state, spte.gfn(), id, slot);
+        let child_role = role.direct(level - 1, spte.access().bits());
+        let child = self.get_or_create(state, spte.gfn(), child_role);
+        let piece = frames_at(level - 1);
+        for n in 0..ENTRIES as u64 {
+            let gfn = Gfn(spte.gfn().0 + n * piece);
+            state.page_mut(child).sptes[n as usize] = spte.with_gfn(gfn);
+            if level - 1 > 1 {
+                state.large.entry(gfn).or_default().push((child, n as u16));
+                self.split_leaf(state, child, n as usize);
+            }
+        }
+        state.page_mut(child).parents.push((id, slot as u16));
+        state.page_mut(id).sptes[slot] = Spte::link(child);
     }
 
     /// Empties every page's entries (roots stay, empty), as a memslot removal requires.

@@ -64,6 +64,8 @@ struct Entry {
 /// Where a translated access goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
+    /// The linear address translated.
+    pub gva: Gva,
     /// The guest physical address.
     pub gpa: Gpa,
     /// The host address of the byte, when the access may go straight to host memory.
@@ -111,6 +113,7 @@ impl Tlb {
         }
         let offset = gva.0 & PAGE_OFFSET_MASK;
         Some(Mapping {
+            gva,
             gpa: Gpa((entry.gfn << PAGE_SHIFT) | offset),
             host: (entry.direct & bit != 0).then(|| entry.host + offset as usize),
         })

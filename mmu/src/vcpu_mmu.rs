@@ -246,7 +246,8 @@ impl VcpuMmu {
                 }
                 _ => {
                     let translation = self.walk(gva, access)?;
-                    self.shadow.install(root, gva, &translation)
+                    let max_level = self.max_mapping_level(&translation);
+                    self.shadow.install(root, gva, &translation, max_level)
                 }
             }
         } else {
@@ -260,6 +261,26 @@ impl VcpuMmu {
             )
         };
         Ok(self.fill(gva, tag, spte, access))
+    }
+
+    /// The highest level a shadow leaf for `translation` may have: a guest large page gets a
+    /// large leaf only if its whole region is RAM of one slot that does not log dirty pages
+    /// (dirty pages are logged in 4 KiB pieces).
+    fn max_mapping_level(&self, translation: &crate::walker::Translation) -> u8 {
+        if translation.level <= 1 {
+            return 1;
+        }
+        let frames = translation.page_size.bytes() >> PAGE_SHIFT;
+        let base = Gfn(translation.gpa.gfn().0 & !(frames - 1));
+        let whole = self.memslots.with_slot(base, |slot| {
+            slot.contains(Gfn(base.0 + frames - 1))
+                && !slot.flags().contains(MemslotFlags::LOG_DIRTY)
+        });
+        if whole == Some(true) {
+            translation.level
+        } else {
+            1
+        }
     }
 
     /// A guest walk that sets A/D bits, counted.
@@ -302,22 +323,24 @@ impl VcpuMmu {
         let offset = gva.0 & 0xfff;
         let bit = access_bit(access);
         Mapping {
+            gva,
             gpa: Gpa((gfn.0 << PAGE_SHIFT) | offset),
             host: (direct & bit != 0).then(|| host + offset as usize),
         }
     }
 
     /// The host address of guest frame `gfn` (0 if it is not RAM), and whether stores may go
-    /// there directly: not for read-only slots, slots logging dirty pages (a store must be
-    /// logged), or frames holding shadowed guest tables (a store must zap shadow entries).
+    /// there directly: not for read-only slots, clean pages of slots logging dirty pages (the
+    /// first store must be logged: this is dirty logging's write protection), or frames
+    /// holding shadowed guest tables (a store must zap shadow entries).
     fn host_page(&mut self, gfn: Gfn) -> (usize, bool) {
         let Some(slot) = self.memslots.find_by_gfn_cached(&mut self.slot_cache, gfn) else {
             return (0, false);
         };
         let host = slot.host_ptr(gfn.gpa()).map_or(0, |p| p as usize);
-        let writable = !slot
-            .flags()
-            .intersects(MemslotFlags::READONLY | MemslotFlags::LOG_DIRTY);
+        let flags = slot.flags();
+        let writable = !flags.contains(MemslotFlags::READONLY)
+            && (!flags.contains(MemslotFlags::LOG_DIRTY) || slot.is_dirty(gfn));
         if !self.pins.iter().any(|pinned| Arc::ptr_eq(pinned, slot)) {
             let slot = slot.clone();
             self.pins.push(slot);
@@ -349,15 +372,21 @@ impl VcpuMmu {
         unsafe { crate::memslot::copy_to_guest(data, host as *mut u8) }
     }
 
-    /// A store went the slow way to `gpa`: if the frame holds shadowed guest tables, the
-    /// shadow entries mirroring what was written are zapped.
-    pub fn after_slow_write(&mut self, gpa: Gpa, len: usize) {
+    /// A store of `len` bytes went the slow way through `mapping`: if the frame holds
+    /// shadowed guest tables, the shadow entries mirroring what was written are zapped; if it
+    /// was the first store to a page of a slot logging dirty pages (now marked dirty), the TLB
+    /// entry is dropped so that the next one refills it for direct stores.
+    pub fn after_slow_write(&mut self, mapping: &Mapping, len: usize) {
+        let gpa = mapping.gpa;
         if self.shadow.is_tracked(gpa.gfn()) {
             self.shadow.guest_wrote(gpa, len);
             // This vCPU continues in the same instruction: its TLB must not wait for the next
             // boundary to drop what the write made stale.
             self.tlb_generation = self.shadow.flush_generation();
             self.flush_tlb();
+        } else {
+            let tag = self.root_tag();
+            self.tlb.flush_page(mapping.gva, [tag]);
         }
     }
 }

@@ -123,9 +123,9 @@ proptest! {
             match op {
                 Op::Edit { frame, index, value } => {
                     let gpa = Gpa((frame << 12) + index * 8);
-                    // A store by the guest or a device: to RAM, then told to the MMU.
+                    // A store by a device or another vCPU: to RAM, then told to the shadow MMU.
                     memslots.write_u64(gpa, value).unwrap();
-                    mmu.after_slow_write(gpa, 8);
+                    mmu.shadow().guest_wrote(gpa, 8);
                 }
                 Op::SwitchCr3(n) => mmu.set_cr3(PML4S[n] << 12),
                 Op::ToggleWp => {
@@ -185,4 +185,80 @@ fn cr3_switches_and_wp_toggles_keep_translations_once_warm() {
         hits >= 10 * 4 * 4 * 9 / 10,
         "nearly every translation hits the TLB: {after:?}"
     );
+}
+
+/// A machine whose PML4 maps 0-1 GiB through one PD whose entry 2 is a 2 MiB page at 4 MiB.
+fn machine_with_large_page() -> (Arc<Memslots>, VcpuMmu) {
+    let (memslots, mmu) = machine();
+    memslots
+        .write_u64(Gpa((6 << 12) + 16), (2 << 21) | 0xe7)
+        .unwrap();
+    (memslots, mmu)
+}
+
+/// Translates every 4 KiB page of the 2 MiB page at 4 MiB, checking each against a walk.
+fn touch_large_page(memslots: &Memslots, mmu: &mut VcpuMmu) {
+    let read = access(0, false);
+    for page in 0..512u64 {
+        let gva = Gva((2 << 21) + (page << 12));
+        mmu.begin_instruction();
+        let walk = mmu
+            .walker()
+            .clone()
+            .walk(memslots, gva, read, WalkMode::Probe);
+        assert_eq!(mmu.translate(gva, read).map(|m| m.gpa), walk.map(|t| t.gpa));
+    }
+}
+
+#[test]
+fn a_large_page_is_one_leaf_until_a_table_lands_inside_it() {
+    let (memslots, mut mmu) = machine_with_large_page();
+    touch_large_page(&memslots, &mut mmu);
+    let stats = mmu.shadow().stats();
+    assert_eq!(
+        stats.sptes_installed, 1,
+        "one large leaf maps all 512 pages: {stats:?}"
+    );
+    assert_eq!(mmu.counters().walks, 1);
+
+    // PD entry 3 now links a page table that lives inside the large page (frame 0x410).
+    memslots
+        .write_u64(Gpa(0x410 << 12), (200 << 12) | 0x67)
+        .unwrap();
+    let link = Gpa((6 << 12) + 24);
+    memslots.write_u64(link, (0x410 << 12) | 0x67).unwrap();
+    mmu.shadow().guest_wrote(link, 8);
+    mmu.begin_instruction();
+    mmu.translate(Gva(3 << 21), access(0, false)).unwrap();
+    assert!(mmu.shadow().is_tracked(Gfn(0x410)));
+
+    // The large leaf went with the tracking; the region now faults in 4 KiB pieces.
+    let walks = mmu.counters().walks;
+    touch_large_page(&memslots, &mut mmu);
+    assert_eq!(mmu.counters().walks - walks, 512, "split on demand");
+    // A store to the table inside the large page takes the slow path.
+    let store = Gva((2 << 21) + (0x10 << 12));
+    assert_eq!(mmu.translate(store, access(1, false)).unwrap().host, None);
+}
+
+#[test]
+fn dirty_logging_splits_large_leaves_eagerly_or_lazily() {
+    use umbra_mmu::shadow::SplitPolicy;
+    for policy in [SplitPolicy::Eager, SplitPolicy::Lazy] {
+        let (memslots, mut mmu) = machine_with_large_page();
+        touch_large_page(&memslots, &mut mmu);
+        // Dirty logging goes on for the slot, then its large leaves are split.
+        memslots
+            .set_flags(SlotId(0), MemslotFlags::LOG_DIRTY)
+            .unwrap();
+        let region = Gfn(0x400)..Gfn(0x600);
+        assert_eq!(mmu.shadow().split_large(region, policy), 1);
+        let walks = mmu.counters().walks;
+        touch_large_page(&memslots, &mut mmu);
+        let refaults = mmu.counters().walks - walks;
+        match policy {
+            SplitPolicy::Eager => assert_eq!(refaults, 0, "every 4 KiB entry was made up front"),
+            SplitPolicy::Lazy => assert_eq!(refaults, 512, "each page faults back in"),
+        }
+    }
 }

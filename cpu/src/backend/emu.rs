@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use umbra_mmu::memslot::{Memslots, SlotId};
-use umbra_mmu::shadow::ShadowMmu;
+use umbra_mmu::memslot::{MemslotFlags, MemslotObserver, Memslots, SlotChange, SlotId};
+use umbra_mmu::shadow::{ShadowMmu, SplitPolicy};
 
 use super::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, Vm};
 use crate::interp::{Interpreter, StepEvent};
@@ -17,16 +17,57 @@ const STEPS_PER_RUN: u32 = 1 << 20;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmuHypervisor;
 
+impl EmuHypervisor {
+    /// A VM over `memslots` whose large shadow mappings are split by `split_policy` when
+    /// dirty logging is enabled on their slot. [`Hypervisor::create_vm`] splits eagerly, as
+    /// KVM does by default (`eager_page_split`).
+    pub fn create_vm_with_split_policy(
+        &self,
+        memslots: Arc<Memslots>,
+        split_policy: SplitPolicy,
+    ) -> Result<Arc<EmuVm>, BackendError> {
+        let shadow = Arc::new(ShadowMmu::new());
+        memslots.set_observer(Box::new(ShadowFollowsMemslots {
+            shadow: shadow.clone(),
+            split_policy,
+        }))?;
+        Ok(Arc::new(EmuVm { memslots, shadow }))
+    }
+}
+
 impl Hypervisor for EmuHypervisor {
     fn name(&self) -> &'static str {
         "emu"
     }
 
     fn create_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<dyn Vm>, BackendError> {
-        Ok(Arc::new(EmuVm {
-            memslots,
-            shadow: Arc::new(ShadowMmu::new()),
-        }))
+        Ok(self.create_vm_with_split_policy(memslots, SplitPolicy::Eager)?)
+    }
+}
+
+/// The memslots' commit hook that keeps the shadow MMU in step with them.
+struct ShadowFollowsMemslots {
+    shadow: Arc<ShadowMmu>,
+    split_policy: SplitPolicy,
+}
+
+impl MemslotObserver for ShadowFollowsMemslots {
+    fn commit(&self, change: &SlotChange) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match change {
+            // Dirty pages are logged 4 KiB at a time: large leaves in the slot are split.
+            SlotChange::FlagsChanged { old, new }
+                if !old.flags().contains(MemslotFlags::LOG_DIRTY)
+                    && new.flags().contains(MemslotFlags::LOG_DIRTY) =>
+            {
+                self.shadow
+                    .split_large(new.base_gfn()..new.end_gfn(), self.split_policy);
+            }
+            // Guest memory went away or moved: no shadow entry may survive it (KVM zaps all
+            // on memslot removal as well).
+            SlotChange::Delete(_) | SlotChange::Move { .. } => self.shadow.zap_all(),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -49,8 +90,12 @@ impl Vm for EmuVm {
     }
 
     fn get_dirty_log(&self, slot: SlotId) -> Result<Vec<u64>, BackendError> {
-        // Every guest store goes through the memslots, which log it.
-        Ok(self.memslots.get_dirty_log(slot)?)
+        // Every guest store to a clean page goes through the memslots, which log it; the pages
+        // cleared here are re-armed by dropping every TLB, whose entries let stores to pages
+        // already dirty go straight to memory.
+        let log = self.memslots.get_dirty_log(slot)?;
+        self.shadow.request_flush();
+        Ok(log)
     }
 }
 

@@ -41,6 +41,11 @@ impl DirtyBitmap {
         }
     }
 
+    /// Whether page `page` (relative to the slot) is marked dirty.
+    pub(crate) fn is_marked(&self, page: u64) -> bool {
+        self.words[(page / 64) as usize].load(Ordering::Acquire) & (1 << (page % 64)) != 0
+    }
+
     /// The bitmap as it is, without clearing it.
     pub(crate) fn snapshot(&self) -> Vec<u64> {
         self.words

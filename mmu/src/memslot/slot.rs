@@ -228,6 +228,13 @@ impl Memslot {
         }
     }
 
+    /// Whether the slot logs dirty pages and guest frame `gfn` (in the slot) is marked dirty.
+    pub fn is_dirty(&self, gfn: Gfn) -> bool {
+        self.dirty
+            .as_deref()
+            .is_some_and(|bitmap| self.contains(gfn) && bitmap.is_marked(gfn.0 - self.base_gfn.0))
+    }
+
     /// The dirty bitmap, when the slot logs dirty pages.
     pub(crate) fn dirty_bitmap(&self) -> Option<&DirtyBitmap> {
         self.dirty.as_deref()
