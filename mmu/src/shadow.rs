@@ -192,6 +192,10 @@ pub enum SplitPolicy {
     Eager,
     /// Zap each; the next access to each 4 KiB page faults it in.
     Lazy,
+    /// Leave them. Umbra's TLB decides per 4 KiB page whether a store may go straight to
+    /// memory, so dirty pages are logged exactly through a large leaf too; KVM must split
+    /// because hardware write-protects at the granularity of the shadow entry.
+    Keep,
 }
 
 /// The number of 4 KiB frames a leaf at `level` maps.
@@ -510,6 +514,7 @@ impl ShadowMmu {
             match policy {
                 SplitPolicy::Lazy => self.zap_entry(&mut state, id, usize::from(slot)),
                 SplitPolicy::Eager => self.split_leaf(&mut state, id, usize::from(slot)),
+                SplitPolicy::Keep => {}
             }
         }
         self.request_flush();
