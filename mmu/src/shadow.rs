@@ -33,7 +33,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -141,7 +141,15 @@ struct ShadowPage {
     parents: Vec<(PageId, u16)>,
     /// vCPU root caches holding this page as a root.
     root_count: u32,
+    /// Stores to the guest table since a translation last went through this page (KVM's
+    /// `write_flooding_count`); reset by every shadow walk through the page.
+    writes_unused: AtomicU32,
 }
+
+/// Stores to a guest table with no translation through it in between, after which its shadow
+/// page is zapped instead of updated: the guest is likely reusing the frame as data (KVM's
+/// threshold too).
+const WRITE_FLOOD: u32 = 3;
 
 /// The shadow MMU's counters, readable while guests run.
 #[derive(Debug, Default)]
@@ -154,6 +162,10 @@ pub struct ShadowCounters {
     pub tracked_writes: AtomicU64,
     /// Shadow entries installed by faults.
     pub sptes_installed: AtomicU64,
+    /// Shadow pages zapped because their guest table was flooded by stores.
+    pub flooded: AtomicU64,
+    /// Large leaves split (eagerly or lazily) for dirty logging or tracking.
+    pub splits: AtomicU64,
 }
 
 /// A snapshot of [`ShadowCounters`] and the page counts.
@@ -167,6 +179,10 @@ pub struct ShadowStats {
     pub tracked_writes: u64,
     /// Shadow entries installed by faults.
     pub sptes_installed: u64,
+    /// Shadow pages zapped because their guest table was flooded by stores.
+    pub flooded: u64,
+    /// Large leaves split.
+    pub splits: u64,
     /// Shadow pages alive now.
     pub pages_alive: u64,
     /// Guest frames write-tracked now.
@@ -252,6 +268,8 @@ impl ShadowMmu {
             pages_zapped: c.pages_zapped.load(Ordering::Relaxed),
             tracked_writes: c.tracked_writes.load(Ordering::Relaxed),
             sptes_installed: c.sptes_installed.load(Ordering::Relaxed),
+            flooded: c.flooded.load(Ordering::Relaxed),
+            splits: c.splits.load(Ordering::Relaxed),
             pages_alive: (state.pages.len() - state.free.len()) as u64,
             tracked_frames: state.tracked.len() as u64,
         }
@@ -283,6 +301,7 @@ impl ShadowMmu {
         let mut id = root;
         loop {
             let page = state.page(id);
+            page.writes_unused.store(0, Ordering::Relaxed);
             let level = page.role.level();
             let spte = page.sptes[index(gva, level)];
             if !spte.is_present() {
@@ -381,6 +400,7 @@ impl ShadowMmu {
             sptes: Box::new([Spte::default(); ENTRIES]),
             parents: Vec::new(),
             root_count: 0,
+            writes_unused: AtomicU32::new(0),
         };
         let id = match state.free.pop() {
             Some(id) => {
@@ -426,7 +446,13 @@ impl ShadowMmu {
         let first = gpa.page_offset() / 8;
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
         for id in pages {
-            if state.pages[id as usize].is_none() {
+            let Some(page) = state.pages[id as usize].as_ref() else {
+                continue;
+            };
+            let flooded = page.writes_unused.fetch_add(1, Ordering::Relaxed) + 1 >= WRITE_FLOOD;
+            if flooded && page.root_count == 0 {
+                self.counters.flooded.fetch_add(1, Ordering::Relaxed);
+                self.unlink_and_zap(&mut state, id);
                 continue;
             }
             for slot in first..=last {
@@ -436,6 +462,15 @@ impl ShadowMmu {
         self.request_flush();
     }
 
+    /// Zaps page `id`, clearing every entry that links to it first.
+    fn unlink_and_zap(&self, state: &mut State, id: PageId) {
+        let parents = std::mem::take(&mut state.page_mut(id).parents);
+        for (parent, slot) in parents {
+            state.page_mut(parent).sptes[usize::from(slot)] = Spte::default();
+        }
+        self.zap_page(state, id);
+    }
+
     /// Zaps the large leaves whose region holds `gfn`.
     fn zap_large_covering(&self, state: &mut State, gfn: Gfn) {
         for level in [2, 3] {
@@ -443,6 +478,7 @@ impl ShadowMmu {
             if let Some(leaves) = state.large.get(&base).cloned() {
                 for (id, slot) in leaves {
                     if state.page(id).role.level() == level {
+                        self.counters.splits.fetch_add(1, Ordering::Relaxed);
                         self.zap_entry(state, id, usize::from(slot));
                     }
                 }
@@ -512,8 +548,14 @@ impl ShadowMmu {
             .collect();
         for &(_, id, slot) in &leaves {
             match policy {
-                SplitPolicy::Lazy => self.zap_entry(&mut state, id, usize::from(slot)),
-                SplitPolicy::Eager => self.split_leaf(&mut state, id, usize::from(slot)),
+                SplitPolicy::Lazy => {
+                    self.counters.splits.fetch_add(1, Ordering::Relaxed);
+                    self.zap_entry(&mut state, id, usize::from(slot));
+                }
+                SplitPolicy::Eager => {
+                    self.counters.splits.fetch_add(1, Ordering::Relaxed);
+                    self.split_leaf(&mut state, id, usize::from(slot));
+                }
                 SplitPolicy::Keep => {}
             }
         }

@@ -263,3 +263,34 @@ fn dirty_logging_splits_large_leaves_eagerly_lazily_or_not_at_all() {
         }
     }
 }
+
+#[test]
+fn a_page_table_flooded_by_stores_is_zapped_and_untracked() {
+    let (memslots, mut mmu) = machine();
+    let read = access(0, false);
+    mmu.translate(Gva(0), read).unwrap();
+    // The PT at frame 8 is tracked. The guest now reuses it as data: stores with no
+    // translation through it in between.
+    assert!(mmu.shadow().is_tracked(Gfn(8)));
+    for n in 0..8u64 {
+        let gpa = Gpa((8 << 12) + 0x800 + 8 * n);
+        memslots.write_u64(gpa, n).unwrap();
+        mmu.shadow().guest_wrote(gpa, 8);
+    }
+    assert!(
+        !mmu.shadow().is_tracked(Gfn(8)),
+        "flooded, zapped, untracked"
+    );
+    assert_eq!(mmu.shadow().stats().flooded, 1);
+    // Translations through it are still right: they fault the page back in.
+    mmu.begin_instruction();
+    let walk = mmu
+        .walker()
+        .clone()
+        .walk(&*memslots, Gva(0x1000), read, WalkMode::Probe);
+    assert_eq!(
+        mmu.translate(Gva(0x1000), read).map(|m| m.gpa),
+        walk.map(|t| t.gpa)
+    );
+    assert!(mmu.shadow().is_tracked(Gfn(8)));
+}
