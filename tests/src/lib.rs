@@ -1,1 +1,4 @@
-//! Integration tests across Umbra's crates live in `tests/`; this library is empty.
+//! Test support shared by Umbra's integration tests.
+#![deny(missing_docs)]
+
+pub mod differential;

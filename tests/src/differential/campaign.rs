@@ -1,0 +1,228 @@
+//! A campaign: many sequences in every mode, each run on KVM and on the interpreter and
+//! compared, with the figures a run reports.
+//!
+//! KVM runs each sequence freely. The interpreter single-steps it (which costs it nothing),
+//! so that the campaign knows which instructions actually ran: that gives the count of
+//! instructions executed, the iced-x86 [`Code`]s covered, and the flags left undefined.
+
+use std::collections::{BTreeMap, HashSet};
+
+use iced_x86::{Code, Instruction};
+use umbra_cpu::backend::Hypervisor;
+use umbra_cpu::backend::emu::EmuHypervisor;
+
+use super::bisect::{FirstDivergence, PairRun, first_divergence};
+use super::compare::{Difference, compare, sequence_registers, undefined_flags};
+use super::deviations::{Divergent, explanation};
+use super::generator::{Generator, Sequence};
+use super::layout::Mode;
+use super::machine::{End, MachineError, Step, TestMachine};
+
+/// The most interpreter steps one sequence may take: its instructions and one exception.
+const MAX_STEPS: usize = 200;
+
+/// A divergence no known deviation explains.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The sequence.
+    pub sequence: Sequence,
+    /// What differs at the end.
+    pub differences: Vec<Difference>,
+    /// The first instruction after which the registers differ, if they ever do.
+    pub first: Option<FirstDivergence>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use iced_x86::Formatter;
+        let sequence = &self.sequence;
+        writeln!(
+            f,
+            "divergence in {} mode, seed {}:",
+            sequence.mode, sequence.seed
+        )?;
+        let mut formatter = iced_x86::IntelFormatter::new();
+        for instruction in sequence.instructions() {
+            let mut text = String::new();
+            formatter.format(&instruction, &mut text);
+            writeln!(f, "  {:8x}  {text}", instruction.ip())?;
+        }
+        writeln!(f, "at the end:")?;
+        for difference in &self.differences {
+            writeln!(f, "  {difference}")?;
+        }
+        match &self.first {
+            Some(first) => write!(f, "{first}"),
+            None => writeln!(f, "the registers agree after every step"),
+        }
+    }
+}
+
+/// What a campaign has done so far.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Sequences run on both backends.
+    pub sequences: u64,
+    /// Instructions of the sequences the interpreter executed.
+    pub instructions: u64,
+    /// The distinct instruction forms executed.
+    pub codes: HashSet<Code>,
+    /// Divergences no known deviation explains.
+    pub divergences: u64,
+    /// Sequences with a difference explained by each known PVM deviation.
+    pub deviations: BTreeMap<&'static str, u64>,
+    /// How sequences ended, by kind (on KVM).
+    pub ends: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sequences {}, instructions executed {}, distinct iced-x86 Codes {}, divergences {}",
+            self.sequences,
+            self.instructions,
+            self.codes.len(),
+            self.divergences
+        )?;
+        for (name, count) in &self.deviations {
+            write!(f, "\n  known PVM deviation {name}: {count}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The machines and generator of one mode.
+struct Rig {
+    generator: Generator,
+    kvm: TestMachine,
+    emu: TestMachine,
+}
+
+/// One sequence run on both backends.
+struct Outcome {
+    pair: PairRun,
+    /// The instructions of the sequence the interpreter executed.
+    trace: Vec<Instruction>,
+    /// How the run ended on KVM.
+    end: End,
+    /// The known deviations that explained a difference.
+    explained: HashSet<&'static str>,
+}
+
+impl Rig {
+    /// Runs `sequence` on both backends and compares the results.
+    fn run_pair(&mut self, sequence: &Sequence) -> Result<Outcome, MachineError> {
+        self.kvm.load(sequence)?;
+        let end = self.kvm.run()?;
+        let kvm = self.kvm.snapshot(end)?;
+
+        self.emu.load(sequence)?;
+        let instructions = sequence.instructions();
+        let mut trace = Vec::new();
+        let mut end = End::Stopped(format!("no end after {MAX_STEPS} steps"));
+        for _ in 0..MAX_STEPS {
+            let rip = self.emu.registers()?.rip;
+            let step = self.emu.step()?;
+            if let Some(instruction) = instructions.iter().find(|i| i.ip() == rip) {
+                trace.push(*instruction);
+            }
+            if let Step::Ended(how) = step {
+                end = how;
+                break;
+            }
+        }
+        let emu = self.emu.snapshot(end)?;
+
+        let mode = sequence.mode;
+        let divergent = Divergent {
+            sequence,
+            kvm: &kvm,
+            emu: &emu,
+        };
+        let mut explained = HashSet::new();
+        let differences = compare(mode, &kvm, &emu, undefined_flags(&trace))
+            .into_iter()
+            .filter(|difference| match explanation(&divergent, difference) {
+                Some(name) => {
+                    explained.insert(name);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        Ok(Outcome {
+            pair: PairRun {
+                differences,
+                kvm: sequence_registers(mode, &kvm),
+                emu: sequence_registers(mode, &emu),
+            },
+            trace,
+            end: kvm.end,
+            explained,
+        })
+    }
+}
+
+/// Runs sequences on KVM and the interpreter and compares them.
+pub struct Campaign {
+    rigs: Vec<Rig>,
+    /// The figures so far.
+    pub stats: Stats,
+}
+
+impl Campaign {
+    /// A campaign over every mode, with KVM from `kvm`.
+    pub fn new(kvm: &dyn Hypervisor) -> Result<Campaign, MachineError> {
+        let rigs = Mode::ALL
+            .into_iter()
+            .map(|mode| {
+                let mut emu = TestMachine::new(&EmuHypervisor, mode)?;
+                emu.set_single_step(true)?;
+                Ok(Rig {
+                    generator: Generator::new(mode),
+                    kvm: TestMachine::new(kvm, mode)?,
+                    emu,
+                })
+            })
+            .collect::<Result<_, MachineError>>()?;
+        Ok(Campaign {
+            rigs,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Runs the sequence of `seed` in `mode`; a divergence comes back as a report.
+    pub fn run(&mut self, mode: Mode, seed: u64) -> Result<Option<Report>, MachineError> {
+        let rig = self
+            .rigs
+            .iter_mut()
+            .find(|rig| rig.generator.mode() == mode)
+            .expect("a rig for every mode");
+        let sequence = rig.generator.generate(seed);
+        let outcome = rig.run_pair(&sequence)?;
+
+        let stats = &mut self.stats;
+        stats.sequences += 1;
+        // The final INT3 is the harness's, not the sequence's.
+        let executed = outcome.trace.iter().filter(|i| i.code() != Code::Int3);
+        stats.instructions += executed.clone().count() as u64;
+        stats.codes.extend(executed.map(|i| i.code()));
+        *stats.ends.entry(outcome.end.to_string()).or_default() += 1;
+        for name in outcome.explained {
+            *stats.deviations.entry(name).or_default() += 1;
+        }
+        if outcome.pair.differences.is_empty() {
+            return Ok(None);
+        }
+        stats.divergences += 1;
+        let first = first_divergence(&sequence, |prefix| {
+            rig.run_pair(prefix).map(|outcome| outcome.pair)
+        })?;
+        Ok(Some(Report {
+            sequence,
+            differences: outcome.pair.differences,
+            first,
+        }))
+    }
+}
