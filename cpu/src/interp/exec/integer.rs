@@ -202,7 +202,12 @@ impl Interpreter {
             }
             Cmpxchg8b | Cmpxchg16b => self.cmpxchg_double(i)?,
             Cbw | Cwde | Cdqe => {
-                let bytes = Self::operand_size(i, 0);
+                // No explicit operands: the size is in the mnemonic, as for CWD below.
+                let bytes = match i.mnemonic() {
+                    Cbw => 2,
+                    Cwde => 4,
+                    _ => 8,
+                };
                 let half = bytes / 2;
                 let value = sign_extend(self.reg(accumulator(half)), half);
                 self.set_reg(accumulator(bytes), value);
