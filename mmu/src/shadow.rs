@@ -199,6 +199,8 @@ struct State {
     tracked: BTreeMap<Gfn, Vec<PageId>>,
     /// Large leaves by the first frame of the region they map: the page and entry.
     large: BTreeMap<Gfn, Vec<(PageId, u16)>>,
+    /// Guest frames whose instructions a vCPU has decoded and cached.
+    code: std::collections::HashSet<Gfn>,
 }
 
 /// What enabling dirty logging does to the large leaves mapping a slot.
@@ -235,6 +237,9 @@ pub struct ShadowMmu {
     state: RwLock<State>,
     /// Bumped whenever a TLB entry somewhere may have become stale.
     flush_generation: AtomicU64,
+    /// Bumped whenever a store reached a frame whose instructions were decoded and cached:
+    /// every vCPU's cached decodes older than it are stale.
+    code_generation: AtomicU64,
     counters: ShadowCounters,
 }
 
@@ -250,6 +255,7 @@ impl ShadowMmu {
     }
 
     /// The generation every vCPU compares its TLB against.
+    #[inline]
     pub fn flush_generation(&self) -> u64 {
         self.flush_generation.load(Ordering::Acquire)
     }
@@ -317,6 +323,38 @@ impl ShadowMmu {
     /// Whether guest frame `gfn` holds a shadowed guest table.
     pub fn is_tracked(&self, gfn: Gfn) -> bool {
         self.state.read().tracked.contains_key(&gfn)
+    }
+
+    /// Whether stores to guest frame `gfn` must take the slow path: it holds a shadowed guest
+    /// table, or instructions some vCPU has decoded and cached.
+    pub fn is_write_protected(&self, gfn: Gfn) -> bool {
+        let state = self.state.read();
+        state.tracked.contains_key(&gfn) || state.code.contains(&gfn)
+    }
+
+    /// The generation of cached decodes: see [`ShadowMmu::protect_code`].
+    #[inline]
+    pub fn code_generation(&self) -> u64 {
+        self.code_generation.load(Ordering::Acquire)
+    }
+
+    /// A vCPU is about to cache instructions decoded from guest frame `gfn`: stores to it
+    /// take the slow path from now on (TLBs drop their direct-store entries for it), and the
+    /// first one bumps the code generation, making every cached decode stale (v86's
+    /// "has code" flag).
+    pub fn protect_code(&self, gfn: Gfn) {
+        if !self.state.read().code.contains(&gfn) && self.state.write().code.insert(gfn) {
+            self.request_flush();
+        }
+    }
+
+    /// A store reached guest frame `gfn` by the slow path: if it held cached instructions,
+    /// they are stale everywhere, and the frame is no longer protected until code from it is
+    /// cached again (so a frame mixing code and data does not keep every store slow).
+    pub fn code_written(&self, gfn: Gfn) {
+        if self.state.read().code.contains(&gfn) && self.state.write().code.remove(&gfn) {
+            self.code_generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Mirrors the guest walk `translation` of `gva` under `root`, making the shadow pages

@@ -345,7 +345,7 @@ impl VcpuMmu {
             let slot = slot.clone();
             self.pins.push(slot);
         }
-        (host, writable && !self.shadow.is_tracked(gfn))
+        (host, writable && !self.shadow.is_write_protected(gfn))
     }
 
     /// Reads guest memory at a host address that [`VcpuMmu::translate`] gave.
@@ -372,12 +372,14 @@ impl VcpuMmu {
         unsafe { crate::memslot::copy_to_guest(data, host as *mut u8) }
     }
 
-    /// A store of `len` bytes went the slow way through `mapping`: if the frame holds
-    /// shadowed guest tables, the shadow entries mirroring what was written are zapped; if it
-    /// was the first store to a page of a slot logging dirty pages (now marked dirty), the TLB
-    /// entry is dropped so that the next one refills it for direct stores.
+    /// A store of `len` bytes went the slow way through `mapping`: if the frame held cached
+    /// instructions, they are stale; if it holds shadowed guest tables, the shadow entries
+    /// mirroring what was written are zapped; if it was the first store to a page of a slot
+    /// logging dirty pages (now marked dirty), the TLB entry is dropped so that the next one
+    /// refills it for direct stores.
     pub fn after_slow_write(&mut self, mapping: &Mapping, len: usize) {
         let gpa = mapping.gpa;
+        self.shadow.code_written(gpa.gfn());
         if self.shadow.is_tracked(gpa.gfn()) {
             self.shadow.guest_wrote(gpa, len);
             // This vCPU continues in the same instruction: its TLB must not wait for the next

@@ -31,7 +31,7 @@ pub(crate) struct Location {
 
 impl Interpreter {
     /// The page-level view of an access of `kind` made by the current code.
-    fn access(&self, kind: AccessKind) -> Access {
+    pub(crate) fn access(&self, kind: AccessKind) -> Access {
         let privilege = if self.cpl == 3 {
             Privilege::User
         } else {

@@ -22,6 +22,7 @@
 
 pub mod alu;
 pub mod cpuid;
+mod decode_cache;
 mod delivery;
 pub mod exception;
 mod exec;
@@ -91,6 +92,8 @@ pub struct Interpreter {
     pub(crate) event: StepEvent,
     /// Instructions retired, for the time-stamp counter and statistics.
     pub(crate) retired: u64,
+    /// Decoded instructions by guest physical address.
+    decode_cache: decode_cache::DecodeCache,
 }
 
 impl Interpreter {
@@ -117,6 +120,7 @@ impl Interpreter {
             next_rip: 0,
             event: StepEvent::None,
             retired: 0,
+            decode_cache: decode_cache::DecodeCache::new(),
         };
         cpu.reset();
         cpu
@@ -285,11 +289,63 @@ impl Interpreter {
     fn fetch_decode(&mut self) -> Result<Instruction, Exception> {
         let bitness = self.code_bitness();
         let rip = self.regs.rip;
+        let window = self.fetch_window(rip)?;
+        let linear = self.fetch_linear(rip);
+        if self.mode() == CpuMode::Long && !self.canonical(linear) {
+            return Err(Exception::gp(0));
+        }
+        let fetch = self.access(umbra_mmu::walker::AccessKind::Fetch);
+        let mapping = self.translate(linear, fetch)?;
+        let shadow = self.mmu.shadow();
+        let generation = shadow.code_generation();
+        if let Some(instruction) = self.decode_cache.lookup(mapping.gpa, bitness, generation)
+            && instruction.len() <= window
+        {
+            let instruction = *instruction;
+            self.set_next_rip(rip, &instruction, bitness);
+            return Ok(instruction);
+        }
+        // Not cached. Code from RAM that fits in its page will be: its frame is protected
+        // first, so that any store to it from now on makes the entry stale, and only then
+        // are its bytes read.
+        let cacheable = mapping.host.is_some();
+        let generation = if cacheable {
+            shadow.protect_code(mapping.gpa.gfn());
+            shadow.code_generation()
+        } else {
+            generation
+        };
+        let instruction = self.fetch_and_decode(rip, linear, window, bitness)?;
+        if cacheable && mapping.gpa.page_offset() as usize + instruction.len() <= 0x1000 {
+            self.decode_cache
+                .insert(mapping.gpa, bitness, generation, instruction);
+        }
+        self.set_next_rip(rip, &instruction, bitness);
+        Ok(instruction)
+    }
+
+    /// Where RIP goes after `instruction` at `rip`, wrapped to the code size.
+    fn set_next_rip(&mut self, rip: u64, instruction: &Instruction, bitness: u32) {
+        let next = rip.wrapping_add(instruction.len() as u64);
+        self.next_rip = match bitness {
+            16 => next & 0xffff,
+            32 => next & 0xffff_ffff,
+            _ => next,
+        };
+    }
+
+    /// Fetches the instruction bytes at `rip` (linear address `linear`, at most `window`
+    /// bytes) and decodes them.
+    fn fetch_and_decode(
+        &mut self,
+        rip: u64,
+        linear: u64,
+        window: usize,
+        bitness: u32,
+    ) -> Result<Instruction, Exception> {
         let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
         // Fetch what lies on the first page; touch the next page only if the instruction
         // turns out to continue there, so a fault on it is raised only when it must be.
-        let window = self.fetch_window(rip)?;
-        let linear = self.fetch_linear(rip);
         let on_page = (0x1000 - (linear & 0xfff) as usize).min(window);
         self.fetch_bytes(rip, &mut bytes[..on_page])?;
         let instruction = match decode(bitness, &bytes[..on_page], rip) {
@@ -302,19 +358,12 @@ impl Interpreter {
             }
             decoded => decoded,
         };
-        let instruction = match instruction {
-            Decoded::Instruction(instruction) => instruction,
+        match instruction {
+            Decoded::Instruction(instruction) => Ok(instruction),
             // An instruction running past the code segment's limit, or longer than 15 bytes.
-            Decoded::NeedMore => return Err(Exception::gp(0)),
-            Decoded::Invalid => return Err(Exception::ud()),
-        };
-        let next = rip.wrapping_add(instruction.len() as u64);
-        self.next_rip = match bitness {
-            16 => next & 0xffff,
-            32 => next & 0xffff_ffff,
-            _ => next,
-        };
-        Ok(instruction)
+            Decoded::NeedMore => Err(Exception::gp(0)),
+            Decoded::Invalid => Err(Exception::ud()),
+        }
     }
 }
 

@@ -310,6 +310,7 @@ impl Memslots {
     }
 
     /// Bumped by every change.
+    #[inline]
     pub fn generation(&self) -> u64 {
         self.published_generation.load(Ordering::Acquire)
     }
