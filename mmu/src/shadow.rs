@@ -243,6 +243,23 @@ pub struct ShadowMmu {
     counters: ShadowCounters,
 }
 
+impl crate::memslot::WriteTracker for ShadowMmu {
+    /// Every store through the memslots (the interpreter's slow path, devices, a debugger,
+    /// a loader): cached decodes of the frames written go stale, and shadow entries mirroring
+    /// guest entries written are zapped.
+    fn wrote(&self, gpa: Gpa, len: usize) {
+        let end = gpa.0 + len.max(1) as u64;
+        let mut at = gpa.0;
+        while at < end {
+            let page_end = (at | 0xfff) + 1;
+            let chunk = (end.min(page_end) - at) as usize;
+            self.code_written(Gpa(at).gfn());
+            self.guest_wrote(Gpa(at), chunk);
+            at = page_end;
+        }
+    }
+}
+
 /// The index into a page at `level` of the entry that maps `gva`.
 pub fn index(gva: Gva, level: u8) -> usize {
     ((gva.0 >> level_shift(level)) & (ENTRIES as u64 - 1)) as usize

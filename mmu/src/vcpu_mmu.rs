@@ -372,19 +372,17 @@ impl VcpuMmu {
         unsafe { crate::memslot::copy_to_guest(data, host as *mut u8) }
     }
 
-    /// A store of `len` bytes went the slow way through `mapping`: if the frame held cached
-    /// instructions, they are stale; if it holds shadowed guest tables, the shadow entries
-    /// mirroring what was written are zapped; if it was the first store to a page of a slot
-    /// logging dirty pages (now marked dirty), the TLB entry is dropped so that the next one
-    /// refills it for direct stores.
-    pub fn after_slow_write(&mut self, mapping: &Mapping, len: usize) {
-        let gpa = mapping.gpa;
-        self.shadow.code_written(gpa.gfn());
-        if self.shadow.is_tracked(gpa.gfn()) {
-            self.shadow.guest_wrote(gpa, len);
-            // This vCPU continues in the same instruction: its TLB must not wait for the next
-            // boundary to drop what the write made stale.
-            self.tlb_generation = self.shadow.flush_generation();
+    /// A store went the slow way, through the memslots, to the page `mapping` translated:
+    /// the memslots told the shadow MMU (their write tracker) already, which zapped what the
+    /// store made stale. If that asks for a TLB flush, this vCPU flushes now rather than at the
+    /// next instruction boundary, since it goes on in the same instruction; otherwise only the
+    /// page's entry goes, so that it refills for direct stores where the page now allows them
+    /// (the first store to a clean page of a slot logging dirty pages, or to a frame no longer
+    /// holding cached code).
+    pub fn after_slow_write(&mut self, mapping: &Mapping) {
+        let generation = self.shadow.flush_generation();
+        if generation != self.tlb_generation {
+            self.tlb_generation = generation;
             self.flush_tlb();
         } else {
             let tag = self.root_tag();

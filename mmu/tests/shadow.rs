@@ -92,7 +92,9 @@ fn machine() -> (Arc<Memslots>, VcpuMmu) {
     let mut walker = Walker::new(40, true).unwrap();
     walker.set_role(role(true));
     walker.set_cr3(PML4S[0] << 12);
-    let mmu = VcpuMmu::new(walker, Arc::new(ShadowMmu::new()), memslots.clone());
+    let shadow = Arc::new(ShadowMmu::new());
+    memslots.set_write_tracker(shadow.clone());
+    let mmu = VcpuMmu::new(walker, shadow, memslots.clone());
     (memslots, mmu)
 }
 
@@ -123,9 +125,8 @@ proptest! {
             match op {
                 Op::Edit { frame, index, value } => {
                     let gpa = Gpa((frame << 12) + index * 8);
-                    // A store by a device or another vCPU: to RAM, then told to the shadow MMU.
+                    // A store by a device or another vCPU: the memslots tell the shadow MMU.
                     memslots.write_u64(gpa, value).unwrap();
-                    mmu.shadow().guest_wrote(gpa, 8);
                 }
                 Op::SwitchCr3(n) => mmu.set_cr3(PML4S[n] << 12),
                 Op::ToggleWp => {
@@ -227,7 +228,6 @@ fn a_large_page_is_one_leaf_until_a_table_lands_inside_it() {
         .unwrap();
     let link = Gpa((6 << 12) + 24);
     memslots.write_u64(link, (0x410 << 12) | 0x67).unwrap();
-    mmu.shadow().guest_wrote(link, 8);
     mmu.begin_instruction();
     mmu.translate(Gva(3 << 21), access(0, false)).unwrap();
     assert!(mmu.shadow().is_tracked(Gfn(0x410)));
@@ -275,7 +275,6 @@ fn a_page_table_flooded_by_stores_is_zapped_and_untracked() {
     for n in 0..8u64 {
         let gpa = Gpa((8 << 12) + 0x800 + 8 * n);
         memslots.write_u64(gpa, n).unwrap();
-        mmu.shadow().guest_wrote(gpa, 8);
     }
     assert!(
         !mmu.shadow().is_tracked(Gfn(8)),

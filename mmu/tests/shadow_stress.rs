@@ -96,7 +96,6 @@ fn vcpu_thread(t: u64, memslots: Arc<Memslots>, shadow: Arc<ShadowMmu>) -> u64 {
                 let frame = 1024 + 64 * t + (r >> 16) % 64;
                 let value = (frame << 12) | ((r >> 24) & 0x7) | 0x60;
                 memslots.write_u64(gpa, value).unwrap();
-                mmu.shadow().guest_wrote(gpa, 8);
             }
             1 => {
                 let cr3 = if r & 0x100 == 0 { pml4a } else { pml4b };
@@ -128,6 +127,7 @@ fn vcpu_thread(t: u64, memslots: Arc<Memslots>, shadow: Arc<ShadowMmu>) -> u64 {
 fn run(threads: u64) -> f64 {
     let memslots = memory(threads);
     let shadow = Arc::new(ShadowMmu::new());
+    memslots.set_write_tracker(shadow.clone());
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {

@@ -27,6 +27,7 @@ impl EmuHypervisor {
         split_policy: SplitPolicy,
     ) -> Result<Arc<EmuVm>, BackendError> {
         let shadow = Arc::new(ShadowMmu::new());
+        memslots.set_write_tracker(shadow.clone());
         memslots.set_observer(Box::new(ShadowFollowsMemslots {
             shadow: shadow.clone(),
             split_policy,

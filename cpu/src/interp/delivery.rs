@@ -60,6 +60,22 @@ impl Interpreter {
     /// Delivers `exception`, raised by the instruction at RIP, combining it with any exception
     /// its delivery raises per Table 6-5.
     pub(crate) fn raise(&mut self, exception: Exception) -> Result<(), TripleFault> {
+        // The RFLAGS image pushed for a fault has RF set, so that the IRET back to the
+        // faulting instruction does not take an instruction breakpoint on it again (SDM Vol.
+        // 3B, 18.3.1.1); the delivery then clears RF in RFLAGS itself.
+        self.regs.rflags |= RFLAGS_RF;
+        self.deliver_combined(exception)
+    }
+
+    /// Delivers a trap-class exception raised after the instruction that just completed (RIP
+    /// is already past it): the pushed RF is what the instruction left.
+    pub(crate) fn trap(&mut self, vector: u8) -> Result<(), TripleFault> {
+        self.deliver_combined(Exception::new(vector))
+    }
+
+    /// Delivers `exception` at RIP, combining it with any exception its delivery raises per
+    /// Table 6-5.
+    fn deliver_combined(&mut self, exception: Exception) -> Result<(), TripleFault> {
         let mut current = exception;
         loop {
             let rip = self.regs.rip;

@@ -67,7 +67,7 @@ impl Interpreter {
             Some(host) => unsafe { self.mmu.write_host(host, data) },
             None => {
                 self.write_physical(mapping.gpa, data);
-                self.mmu.after_slow_write(mapping, data.len());
+                self.mmu.after_slow_write(mapping);
             }
         }
     }

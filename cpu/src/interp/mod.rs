@@ -33,7 +33,7 @@ pub mod segmentation;
 
 use std::sync::Arc;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
 use umbra_mmu::memslot::Memslots;
 use umbra_mmu::role::CpuRole;
 use umbra_mmu::shadow::ShadowMmu;
@@ -43,11 +43,16 @@ use umbra_mmu::walker::Walker;
 pub use exception::Exception;
 
 use crate::backend::IoHandler;
-use crate::state::{CpuMode, RFLAGS_FIXED, Registers, Segment, SystemRegisters};
+use crate::state::{
+    CpuMode, RFLAGS_FIXED, RFLAGS_RF, RFLAGS_TF, Registers, Segment, SystemRegisters,
+};
 use msr::MsrState;
 
 /// The physical-address width Umbra's CPU reports (CPUID leaf 0x8000_0008, EAX bits 7:0).
 pub const MAXPHYADDR: u8 = 40;
+
+/// DR6.BS: the #DB was a single-step trap.
+const DR6_BS: u64 = 1 << 14;
 
 /// The longest legal x86 instruction, in bytes.
 const MAX_INSTRUCTION_LEN: usize = 15;
@@ -266,13 +271,36 @@ impl Interpreter {
         self.event = StepEvent::None;
         self.mmu.begin_instruction();
         let shadowed = std::mem::take(&mut self.interrupt_shadow);
-        let result = self
-            .fetch_decode()
-            .and_then(|instruction| self.execute(&instruction));
+        let single_step = self.regs.rflags & RFLAGS_TF != 0;
+        let mut trap_allowed = true;
+        let result = self.fetch_decode().and_then(|instruction| {
+            // Software interrupts clear TF on the way into their handler, which runs without
+            // a single-step trap; IRET loads RF from the stack, where every other
+            // instruction clears it when it completes (SDM Vol. 3B, 18.3.1.1).
+            let mnemonic = instruction.mnemonic();
+            trap_allowed = !matches!(
+                mnemonic,
+                Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1
+            );
+            let keeps_rf = matches!(mnemonic, Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq);
+            self.execute(&instruction)?;
+            if !keeps_rf {
+                self.regs.rflags &= !RFLAGS_RF;
+            }
+            Ok(())
+        });
         match result {
             Ok(()) => {
                 self.regs.rip = self.next_rip;
                 self.retired += 1;
+                // A single-step trap follows an instruction that began with TF set, except
+                // one that loaded SS (its shadow holds the trap back one instruction).
+                if single_step && trap_allowed && !self.interrupt_shadow {
+                    self.dr[6] |= DR6_BS;
+                    if self.trap(exception::vector::DB).is_err() {
+                        return StepEvent::Shutdown;
+                    }
+                }
             }
             Err(exception) => {
                 // A faulting instruction leaves the shadow of the one before it unconsumed.

@@ -55,6 +55,7 @@ impl Memslots {
                 span.slot.mark_dirty(Gfn(gfn));
             }
         }
+        self.tell_tracker(gpa, data.len());
         Ok(())
     }
 

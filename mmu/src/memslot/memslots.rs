@@ -13,7 +13,7 @@ use super::dirty::DirtyBitmap;
 use super::host_mapping::HostMapping;
 use super::set::SlotSet;
 use super::slot::{Memslot, MemslotFlags, SlotId};
-use crate::addr::{Gfn, Hva};
+use crate::addr::{Gfn, Gpa, Hva};
 
 /// A change to the slots, as shown to a [`MemslotObserver`] before it is published.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +69,14 @@ pub trait MemslotObserver: Send {
     fn commit(&self, change: &SlotChange<'_>) -> Result<(), Box<dyn Error + Send + Sync>>;
 }
 
+/// Told of every store made through [`Memslots::write`]: by loaders, devices, a debugger,
+/// and the slow path of an interpreted vCPU. A software MMU uses it to keep what it caches of
+/// guest memory (shadow pages, decoded instructions) coherent, as KVM's page-track notifier.
+pub trait WriteTracker: Send + Sync {
+    /// `len` bytes were stored at `gpa` (possibly across pages).
+    fn wrote(&self, gpa: Gpa, len: usize);
+}
+
 /// A vCPU's last-used slot, in front of [`Memslots::find_by_gfn_cached`].
 ///
 /// Remembers the slot and the generation it was found at; any change to the slots bumps the
@@ -96,6 +104,7 @@ pub struct Memslots {
     /// The generation of the active set, published after the set itself, for [`SlotCache`].
     published_generation: AtomicU64,
     writer: Mutex<Writer>,
+    write_tracker: std::sync::OnceLock<Arc<dyn WriteTracker>>,
 }
 
 /// What only the writer touches.
@@ -121,6 +130,20 @@ impl Memslots {
                 inactive: SlotSet::default(),
                 observer: None,
             }),
+            write_tracker: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Registers the tracker told of every store through [`Memslots::write`]. There is one per
+    /// VM; `false` if one was registered already.
+    pub fn set_write_tracker(&self, tracker: Arc<dyn WriteTracker>) -> bool {
+        self.write_tracker.set(tracker).is_ok()
+    }
+
+    /// Tells the write tracker, if any, of a store.
+    pub(super) fn tell_tracker(&self, gpa: Gpa, len: usize) {
+        if let Some(tracker) = self.write_tracker.get() {
+            tracker.wrote(gpa, len);
         }
     }
 

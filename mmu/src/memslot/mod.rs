@@ -94,7 +94,7 @@ mod slot;
 pub(crate) use access::{copy_from_guest, copy_to_guest};
 
 pub use host_mapping::HostMapping;
-pub use memslots::{MemslotObserver, Memslots, SlotCache, SlotChange};
+pub use memslots::{MemslotObserver, Memslots, SlotCache, SlotChange, WriteTracker};
 pub use slot::{MAX_GPA_BITS, MAX_SLOTS, Memslot, MemslotFlags, SlotId};
 
 use crate::addr::Gpa;
