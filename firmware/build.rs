@@ -75,6 +75,20 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::TestOnly,
         summary: "bench-compute on data about 30 times smaller, for tests on unoptimized builds",
     },
+    ImageSpec {
+        name: "mmu-access",
+        source: "mmu-access.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "MMU conformance: page-table flags, WP, SMEP, SMAP, NXE, PKU at CPL 0 and 3; a digest",
+    },
+    ImageSpec {
+        name: "mmu-access-qemu",
+        source: "mmu-access.s",
+        defines: &["QEMU_TCG=1"],
+        listing: Listing::TestOnly,
+        summary: "mmu-access with QEMU TCG's known deviations masked, to compare QEMU with the others",
+    },
 ];
 
 /// Why the firmware could not be built.

@@ -45,3 +45,27 @@ pub fn have_program(test: &str, program: &str) -> bool {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Writes a firmware image (a test-only one, say) to `dir` as `<name>.rom`, a file
+/// `umbra run --firmware` and QEMU's `-bios` can name; returns its path.
+pub fn image_file(dir: &Path, image: &umbra_firmware::Image) -> String {
+    let path = dir.join(format!("{}.rom", image.name));
+    std::fs::write(&path, image.rom).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Runs a ROM image on `qemu-system-x86_64 -accel tcg` with Umbra's machine (128 MiB,
+/// isa-debug-exit at 0xf4, the serial port on stdout) and `args` added, under `timeout`
+/// so that a guest that hangs cannot hang the test suite. QEMU exits with
+/// `(status << 1) | 1` for the guest's isa-debug-exit status.
+pub fn run_qemu_tcg(rom: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "qemu-system-x86_64", "-bios", rom, "-accel", "tcg"])
+        .args(["-m", "128M", "-display", "none"])
+        .args(["-nodefaults", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-serial", "stdio"])
+        .args(args)
+        .output()
+        .expect("qemu starts")
+}
