@@ -3,6 +3,8 @@
 //! One consistent feature set: everything advertised is implemented, and an instruction whose
 //! feature is not advertised raises #UD. The table grows as the interpreter does.
 
+use iced_x86::CpuidFeature;
+
 /// The processor signature (CPUID.1:EAX): family 6, model 0x3d (a Broadwell-class core),
 /// stepping 4. The reset value of EDX as well.
 pub const SIGNATURE: u32 = 0x0003_06d4;
@@ -16,6 +18,7 @@ const BRAND: &[u8; 48] =
 
 /// CPUID.1:EDX bits advertised.
 mod leaf1_edx {
+    pub const FPU: u32 = 1 << 0;
     pub const PSE: u32 = 1 << 3;
     pub const TSC: u32 = 1 << 4;
     pub const MSR: u32 = 1 << 5;
@@ -27,7 +30,26 @@ mod leaf1_edx {
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
     pub const CLFSH: u32 = 1 << 19;
-    pub const ALL: u32 = PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV | PAT | PSE36 | CLFSH;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+    pub const ALL: u32 = FPU
+        | PSE
+        | TSC
+        | MSR
+        | PAE
+        | CX8
+        | SEP
+        | PGE
+        | CMOV
+        | PAT
+        | PSE36
+        | CLFSH
+        | MMX
+        | FXSR
+        | SSE
+        | SSE2;
 }
 
 /// CPUID.1:ECX bits advertised.
@@ -38,6 +60,25 @@ mod leaf1_ecx {
     pub const POPCNT: u32 = 1 << 23;
     pub const HYPERVISOR: u32 = 1 << 31;
     pub const ALL: u32 = CX16 | PCID | MOVBE | POPCNT | HYPERVISOR;
+    pub const SSE3: u32 = 1 << 0;
+    pub const SSSE3: u32 = 1 << 9;
+    pub const SSE4_1: u32 = 1 << 19;
+    pub const SSE4_2: u32 = 1 << 20;
+
+    /// The SSE extensions beyond SSE2, which the interpreter implements by running their
+    /// instructions on the host: advertised only where the host has them.
+    pub fn sse_extensions() -> u32 {
+        use std::arch::is_x86_feature_detected as has;
+        [
+            (has!("sse3"), SSE3),
+            (has!("ssse3"), SSSE3),
+            (has!("sse4.1"), SSE4_1),
+            (has!("sse4.2"), SSE4_2),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .fold(0, |bits, (_, bit)| bits | bit)
+    }
 }
 
 /// CPUID.7.0 bits advertised.
@@ -69,7 +110,12 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf {
         0 => [7, word(VENDOR, 0), word(VENDOR, 8), word(VENDOR, 4)],
         // EBX: CLFLUSH line size 8 * 8 = 64 bytes, one logical processor, APIC ID 0.
-        1 => [SIGNATURE, 0x0001_0800, leaf1_ecx::ALL, leaf1_edx::ALL],
+        1 => [
+            SIGNATURE,
+            0x0001_0800,
+            leaf1_ecx::ALL | leaf1_ecx::sse_extensions(),
+            leaf1_edx::ALL,
+        ],
         7 if subleaf == 0 => [
             0,
             leaf7::EBX_SMEP | leaf7::EBX_INVPCID | leaf7::EBX_SMAP,
@@ -96,6 +142,27 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
         0x8000_0008 => [u32::from(super::MAXPHYADDR) | (48 << 8), 0, 0, 0],
         _ => [0; 4],
     }
+}
+
+/// Whether the CPU advertises `feature`, one of those the x87, MMX and SSE instructions need
+/// (any other is not advertised).
+pub fn advertises(feature: CpuidFeature) -> bool {
+    use CpuidFeature::*;
+    let [_, _, ecx, edx] = cpuid(1, 0);
+    let (register, bit) = match feature {
+        FPU | FPU287 | FPU387 => (edx, leaf1_edx::FPU),
+        CMOV => (edx, leaf1_edx::CMOV),
+        MMX => (edx, leaf1_edx::MMX),
+        FXSR => (edx, leaf1_edx::FXSR),
+        SSE => (edx, leaf1_edx::SSE),
+        SSE2 => (edx, leaf1_edx::SSE2),
+        SSE3 => (ecx, leaf1_ecx::SSE3),
+        SSSE3 => (ecx, leaf1_ecx::SSSE3),
+        SSE4_1 => (ecx, leaf1_ecx::SSE4_1),
+        SSE4_2 => (ecx, leaf1_ecx::SSE4_2),
+        _ => return false,
+    };
+    register & bit != 0
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! - `operands`: reading and writing an instruction's operands.
 //! - `delivery`: delivering exceptions and interrupts through the IVT or IDT.
 //! - `exec`: the instructions, one module per family.
+//! - [`fpu`]: the x87, MMX and SSE state, and running floating-point instructions on the host.
 //! - [`cpuid`] and [`msr`]: the processor Umbra presents.
 
 pub mod alu;
@@ -26,6 +27,7 @@ mod decode_cache;
 mod delivery;
 pub mod exception;
 mod exec;
+pub mod fpu;
 mod memory;
 pub mod msr;
 mod operands;
@@ -82,6 +84,8 @@ pub struct Interpreter {
     pub(crate) msr: MsrState,
     /// XCR0.
     pub(crate) xcr0: u64,
+    /// The x87, MMX and SSE state.
+    pub(crate) fpu: fpu::Fpu,
     /// The current privilege level.
     pub(crate) cpl: u8,
     /// Interrupts are inhibited until after the next instruction (STI, MOV SS, POP SS).
@@ -117,6 +121,7 @@ impl Interpreter {
             dr: [0; 8],
             msr: MsrState::default(),
             xcr0: 1,
+            fpu: fpu::Fpu::default(),
             cpl: 0,
             interrupt_shadow: false,
             mmu,
@@ -184,6 +189,7 @@ impl Interpreter {
         self.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
         self.msr = MsrState::default();
         self.xcr0 = 1;
+        self.fpu = fpu::Fpu::default();
         self.cpl = 0;
         self.interrupt_shadow = false;
         self.update_paging_role();

@@ -1,5 +1,5 @@
 //! The instructions, by family: integer data movement and arithmetic, control transfer,
-//! string operations, and system instructions.
+//! string operations, system instructions, SSE and MMX, and the x87 FPU.
 //!
 //! [`Interpreter::execute`] runs one decoded instruction. It reads its operands, computes, and
 //! writes results; it moves RIP only through `next_rip`, which the caller commits when the
@@ -7,8 +7,10 @@
 
 mod control;
 mod integer;
+mod sse;
 mod string;
 mod system;
+mod x87;
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -121,6 +123,12 @@ impl Interpreter {
             return Ok(());
         }
         if let Some(()) = self.execute_system(instruction)? {
+            return Ok(());
+        }
+        if let Some(()) = self.execute_sse(instruction)? {
+            return Ok(());
+        }
+        if let Some(()) = self.execute_x87(instruction)? {
             return Ok(());
         }
         Err(Exception::ud())
