@@ -52,6 +52,10 @@ const AC: u64 = 1 << 18;
 const UD: u8 = 6;
 /// #PF.
 const PF: u8 = 14;
+/// #AC.
+const AC_VECTOR: u8 = 17;
+/// CR0.AM.
+const CR0_AM: u64 = 1 << 18;
 
 /// The known PVM deviations.
 pub const PVM_DEVIATIONS: &[PvmDeviation] = &[
@@ -80,6 +84,17 @@ pub const PVM_DEVIATIONS: &[PvmDeviation] = &[
                         if (kvm ^ emu) & !RF == AC && emu & AC != 0
                 )
                 && divergent.sequence.mode == Mode::Long64
+        }),
+    },
+    PvmDeviation {
+        name: "alignment-check-without-cr0-am",
+        reason: "natively run 64-bit CPL 3 code with RFLAGS.AC set takes #AC on a misaligned \
+                 access although the guest's CR0.AM is 0 (the host's CR0.AM applies); the SDM \
+                 raises #AC only with CR0.AM = 1",
+        handling: Handling::Explained(|divergent, _| {
+            divergent.sequence.mode == Mode::Long64
+                && divergent.kvm.end == End::Exception(AC_VECTOR)
+                && divergent.kvm.system.cr0 & CR0_AM == 0
         }),
     },
     PvmDeviation {

@@ -2,7 +2,7 @@
 //! LZCNT and POPCNT (which the host may lack) and the byte swaps are plain Rust.
 
 use super::native::{sized, with_guest_flags};
-use super::{CF, OpSize, ZF, merge_arith};
+use super::{AF, CF, OF, OpSize, PF, SF, ZF, merge_arith};
 
 /// The bit-test instructions (0F A3/AB/B3/BB and group 8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,14 +95,50 @@ pub fn bsr(size: OpSize, src: u64, dst_old: u64, rflags: u64) -> (u64, u64) {
     bit_scan!("bsr", size, src, dst_old, rflags)
 }
 
-/// The flags TZCNT, LZCNT and POPCNT write: CF and ZF as given, OF, SF, AF and PF cleared. The
-/// SDM clears them for POPCNT and leaves them undefined for TZCNT and LZCNT, where QEMU clears
-/// them too (Bochs keeps them; AMD Zen hardware clears SF, AF and PF and keeps OF).
+/// The flags TZCNT, LZCNT and POPCNT write: CF and ZF as given, and of OF, SF, AF and PF those
+/// in `kept` from `rflags`, the rest cleared. The SDM clears them for POPCNT and leaves them
+/// undefined for TZCNT and LZCNT, where processors differ (AMD Zen keeps OF and clears the
+/// rest; QEMU clears all four), so for those two the interpreter does what the host does: it
+/// is the reference the interpreter is checked against.
 #[inline]
-fn count_flags(rflags: u64, carry: bool, zero: bool) -> u64 {
+fn count_flags(rflags: u64, kept: u64, carry: bool, zero: bool) -> u64 {
     let carry = if carry { CF } else { 0 };
     let zero = if zero { ZF } else { 0 };
-    merge_arith(rflags, carry | zero)
+    merge_arith(rflags, (rflags & kept) | carry | zero)
+}
+
+/// Which of OF, SF, AF and PF the host's TZCNT (`tzcnt` true) or LZCNT keeps, measured once
+/// by running it with all four set; none if the host lacks the instruction.
+fn host_kept_flags(tzcnt: bool) -> u64 {
+    static TZCNT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static LZCNT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let (cell, feature) = if tzcnt {
+        (&TZCNT, std::arch::is_x86_feature_detected!("bmi1"))
+    } else {
+        (&LZCNT, std::arch::is_x86_feature_detected!("lzcnt"))
+    };
+    *cell.get_or_init(|| {
+        if !feature {
+            return 0;
+        }
+        let undefined = OF | SF | AF | PF;
+        let mut flags: u64 = 0x2 | undefined;
+        let source: u64 = 0x10;
+        // SAFETY: the host has the instruction (checked above); the block loads RFLAGS from a
+        // register pushed on the stack, runs it, and reads RFLAGS back, balancing the stack,
+        // and sets no flag outside the arithmetic ones (the value loaded has only those and
+        // the always-one bit 1).
+        unsafe {
+            if tzcnt {
+                core::arch::asm!("push {f}", "popfq", "tzcnt {r}, {s}", "pushfq", "pop {f}",
+                    f = inout(reg) flags, r = out(reg) _, s = in(reg) source);
+            } else {
+                core::arch::asm!("push {f}", "popfq", "lzcnt {r}, {s}", "pushfq", "pop {f}",
+                    f = inout(reg) flags, r = out(reg) _, s = in(reg) source);
+            }
+        }
+        flags & undefined
+    })
 }
 
 /// TZCNT: the number of trailing zero bits of `src` at `size` (the width for zero), and the
@@ -111,7 +147,11 @@ fn count_flags(rflags: u64, carry: bool, zero: bool) -> u64 {
 pub fn tzcnt(size: OpSize, src: u64, rflags: u64) -> (u64, u64) {
     let src = src & size.mask();
     let count = src.trailing_zeros().min(size.bits());
-    (u64::from(count), count_flags(rflags, src == 0, count == 0))
+    let kept = host_kept_flags(true);
+    (
+        u64::from(count),
+        count_flags(rflags, kept, src == 0, count == 0),
+    )
 }
 
 /// LZCNT: the number of leading zero bits of `src` at `size` (the width for zero), and the new
@@ -120,7 +160,11 @@ pub fn tzcnt(size: OpSize, src: u64, rflags: u64) -> (u64, u64) {
 pub fn lzcnt(size: OpSize, src: u64, rflags: u64) -> (u64, u64) {
     let src = src & size.mask();
     let count = src.leading_zeros() - (64 - size.bits());
-    (u64::from(count), count_flags(rflags, src == 0, count == 0))
+    let kept = host_kept_flags(false);
+    (
+        u64::from(count),
+        count_flags(rflags, kept, src == 0, count == 0),
+    )
 }
 
 /// POPCNT: the number of set bits of `src` at `size`, and the new RFLAGS: ZF = `src` is zero,
@@ -130,7 +174,7 @@ pub fn popcnt(size: OpSize, src: u64, rflags: u64) -> (u64, u64) {
     let src = src & size.mask();
     (
         u64::from(src.count_ones()),
-        count_flags(rflags, false, src == 0),
+        count_flags(rflags, 0, false, src == 0),
     )
 }
 

@@ -433,13 +433,15 @@ fn bit_scan_and_count_table() {
     ];
     for &(name, function, size, src, result, out) in rows {
         let got = function(size, src, flags(ALL) | OTHER_BITS);
+        // OF, SF, AF and PF are undefined after TZCNT and LZCNT: they follow the host.
+        let compared = if name == "POPCNT" { ALL } else { "ZC" };
         check(
             format!("{name} {size:?} {src:#x}"),
             ALL,
             got,
             result,
             out,
-            ALL,
+            compared,
         );
     }
 }
