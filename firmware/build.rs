@@ -89,6 +89,27 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::TestOnly,
         summary: "mmu-access with QEMU TCG's known deviations masked, to compare QEMU with the others",
     },
+    ImageSpec {
+        name: "bench-ctxsw",
+        source: "bench-ctxsw.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "CR3 switches among 8 address spaces: plain, with CR0.WP toggles, with PCIDs",
+    },
+    ImageSpec {
+        name: "bench-ctxsw-warmup",
+        source: "bench-ctxsw.s",
+        defines: &["WARMUP_ONLY=1"],
+        listing: Listing::Builtin,
+        summary: "bench-ctxsw's warm-up switches alone, to subtract from its --stats counters",
+    },
+    ImageSpec {
+        name: "bench-ctxsw-quick",
+        source: "bench-ctxsw.s",
+        defines: &["SWITCHES=1000"],
+        listing: Listing::TestOnly,
+        summary: "bench-ctxsw with 1000 timed switches per variant, for tests on KVM's emulator",
+    },
 ];
 
 /// Why the firmware could not be built.

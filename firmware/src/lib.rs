@@ -88,7 +88,16 @@ mod tests {
     #[test]
     fn builtin_lists_the_images_users_pick() {
         let names: Vec<_> = builtin().iter().map(|image| image.name).collect();
-        assert_eq!(names, ["demo", "bench-compute", "mmu-access"]);
+        assert_eq!(
+            names,
+            [
+                "demo",
+                "bench-compute",
+                "mmu-access",
+                "bench-ctxsw",
+                "bench-ctxsw-warmup"
+            ]
+        );
     }
 
     #[test]

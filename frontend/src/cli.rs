@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// `v`, `qemu` with QEMU's `(v << 1) | 1`.
     #[arg(long, value_enum, default_value_t = ExitCodeStyle::Umbra)]
     pub exit_code: ExitCodeStyle,
+
+    /// After the run, print the backend's MMU counters on stderr, one `name value` per line
+    /// (the emulator's; KVM's MMU is the kernel's and keeps none Umbra can read).
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// The `--accel` choices.
@@ -135,6 +140,7 @@ mod tests {
         assert_eq!(args.serial, SerialTarget::File("/tmp/x".into()));
         assert_eq!(args.firmware, "demo");
         assert_eq!(args.accel, Accel::Auto);
+        assert!(!args.stats);
     }
 
     #[test]

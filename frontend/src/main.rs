@@ -13,6 +13,7 @@ use umbra::cli::{Cli, Command, FirmwareCommand, RunArgs, SerialTarget};
 use umbra::machine::{Machine, MachineConfig, MachineError};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
 use umbra::rom::RomImage;
+use umbra_cpu::backend::Vcpu;
 
 /// An error and the exit status it gives.
 struct Failure {
@@ -113,5 +114,19 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     })?;
     let outcome = machine.run().map_err(Failure::runtime)?;
     eprintln!("{}", summary_line(choice.hypervisor.name(), &outcome));
+    if args.stats {
+        print_mmu_stats(choice.hypervisor.name(), machine.vcpu());
+    }
     Ok(exit_status(&outcome.end, args.exit_code))
+}
+
+/// `--stats`: the vCPU's MMU counters on stderr, one `name value` per line.
+fn print_mmu_stats(backend: &str, vcpu: &dyn Vcpu) {
+    let stats = vcpu.mmu_stats();
+    if stats.is_empty() {
+        eprintln!("umbra: {backend}: no MMU counters (the backend keeps none)");
+    }
+    for (name, value) in stats {
+        eprintln!("{name} {value}");
+    }
 }

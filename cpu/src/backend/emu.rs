@@ -86,6 +86,7 @@ impl Vm for EmuVm {
     ) -> Result<Box<dyn Vcpu>, BackendError> {
         Ok(Box::new(EmuVcpu {
             cpu: Interpreter::new(self.memslots.clone(), self.shadow.clone(), io),
+            shadow: self.shadow.clone(),
             single_step: SingleStep::Off,
         }))
     }
@@ -115,6 +116,8 @@ enum SingleStep {
 /// An interpreted vCPU.
 pub struct EmuVcpu {
     cpu: Interpreter,
+    /// The VM's shadow MMU, which the interpreter shares, for its counters.
+    shadow: Arc<ShadowMmu>,
     single_step: SingleStep,
 }
 
@@ -202,5 +205,29 @@ impl Vcpu for EmuVcpu {
     fn set_single_step(&mut self, on: bool) -> Result<(), BackendError> {
         self.single_step = if on { SingleStep::On } else { SingleStep::Off };
         Ok(())
+    }
+
+    /// This vCPU's MMU counters, then the VM-wide shadow MMU's (shared by all its vCPUs).
+    fn mmu_stats(&self) -> Vec<(&'static str, u64)> {
+        let vcpu = self.cpu.mmu_counters();
+        let shadow = self.shadow.stats();
+        vec![
+            ("guest_walks", vcpu.walks),
+            ("page_faults", vcpu.page_faults),
+            ("tlb_hits", vcpu.tlb_hits),
+            ("tlb_misses", vcpu.tlb_misses),
+            ("tlb_flushes", vcpu.tlb_flushes),
+            ("shadow_hits", vcpu.shadow_hits),
+            ("root_hits", vcpu.root_hits),
+            ("root_misses", vcpu.root_misses),
+            ("shadow_pages_created", shadow.pages_created),
+            ("shadow_pages_zapped", shadow.pages_zapped),
+            ("shadow_pages_alive", shadow.pages_alive),
+            ("sptes_installed", shadow.sptes_installed),
+            ("tracked_writes", shadow.tracked_writes),
+            ("tracked_frames", shadow.tracked_frames),
+            ("flooded_pages_zapped", shadow.flooded),
+            ("large_leaves_split", shadow.splits),
+        ]
     }
 }

@@ -132,4 +132,11 @@ pub trait Vcpu: Send {
     /// unless another exit (such as the port I/O of the instruction) comes first. The guest's
     /// own RFLAGS.TF is not touched, and the guest sees no #DB.
     fn set_single_step(&mut self, on: bool) -> Result<(), BackendError>;
+
+    /// The backend's MMU counters as `(name, value)` pairs, cumulative since the vCPU was
+    /// made, for `umbra run --stats` and the benchmarks. Backends that keep none (KVM, whose
+    /// MMU is the kernel's) return an empty list.
+    fn mmu_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
