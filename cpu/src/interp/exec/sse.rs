@@ -28,10 +28,10 @@
 //! if one of those is unmasked, else every flag raised), and the instruction raises #XM, or
 //! #UD if CR4.OSXMMEXCPT is clear. An unmasked underflow is raised by a tiny result even when
 //! it is exact, which a masked computation does not flag; when UE is unmasked the operation is
-//! run a second time with FTZ set, which flags tininess alone. One difference remains: with
-//! OE or UE unmasked, the processor sets PE for an overflowing or underflowing element only
-//! if its result, rounded with an unbounded exponent, is inexact, where the masked
-//! computation flags the loss of the denormalized or infinite result.
+//! run a second time with FTZ set, which flags tininess alone. And with OE or UE unmasked, the
+//! processor sets PE for an overflowing or underflowing element only if its result, rounded
+//! with an unbounded exponent, is inexact; `precision` recomputes PE element by element for
+//! the operations that can overflow or underflow.
 //!
 //! # MMX registers
 //!
@@ -40,6 +40,7 @@
 //! register valid, once it completes; EMMS tags them all empty.
 
 mod lanes;
+mod precision;
 mod state;
 
 use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
@@ -288,6 +289,16 @@ impl Interpreter {
     /// documentation): `op(mxcsr)` gives the result and the exception flags raised with every
     /// exception masked.
     fn simd_float<T>(&mut self, op: impl Fn(u32) -> (T, u32)) -> Result<T, Exception> {
+        self.simd_float_with(op, |_, raised| raised)
+    }
+
+    /// [`Interpreter::simd_float`], with `post(mxcsr, raised)` giving the flags the processor
+    /// sets when an unmasked post-computation exception is raised.
+    fn simd_float_with<T>(
+        &mut self,
+        op: impl Fn(u32) -> (T, u32),
+        post: impl Fn(u32, u32) -> u32,
+    ) -> Result<T, Exception> {
         let control = self.fpu.state.mxcsr;
         let (result, mut raised) = op(control);
         let unmasked = |flags: u32| flags & !(control >> 7) & mxcsr::FLAGS;
@@ -302,7 +313,7 @@ impl Interpreter {
         self.fpu.state.mxcsr |= if unmasked(raised) & mxcsr::PRE_COMPUTATION != 0 {
             raised & mxcsr::PRE_COMPUTATION
         } else {
-            raised
+            post(control, raised)
         };
         Err(if self.sregs.cr4 & CR4_OSXMMEXCPT != 0 {
             Exception::new(vector::XM)
@@ -480,6 +491,7 @@ impl Interpreter {
                 let b = self.vector_operand(i, 1)?;
                 self.set_compare_flags(simd::ptest(a, b));
             }
+            Dpps | Dppd => self.dot_product(i)?,
             Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Pcmpistri | Pcmpistrm => {
                 self.string_compare(i)?
             }
@@ -510,10 +522,9 @@ impl Interpreter {
             let src = self.vector_operand(i, 1)?;
             let value = op(self.xmm(dst), src);
             self.set_xmm(dst, value);
-        } else if let Some(op) = simd::float_op(m) {
+        } else if simd::float_op(m).is_some() {
             let src = self.vector_operand(i, 1)?;
-            let old = self.xmm(dst);
-            let value = self.simd_float(|control| op(old, src, control))?;
+            let value = self.float_step(m, self.xmm(dst), src)?;
             self.set_xmm(dst, value);
         } else if let Some(table) = simd::float_imm_op(m) {
             let op = simd::at(table, i.immediate8());
@@ -525,6 +536,62 @@ impl Interpreter {
             return Ok(None);
         }
         Ok(Some(()))
+    }
+
+    /// One floating-point operation run natively, `m` on `a` and `b`, with the precision flags
+    /// of an unmasked overflow or underflow as `precision` gives them.
+    fn float_step(&mut self, m: Mnemonic, a: u128, b: u128) -> Result<u128, Exception> {
+        let op = simd::float_op(m).expect("an operation run natively");
+        self.simd_float_with(
+            |control| op(a, b, control),
+            |control, raised| {
+                precision::unmasked_response_flags(m, op, a, b, control).unwrap_or(raised)
+            },
+        )
+    }
+
+    /// DPPS and DPPD, step by step as the SDM computes them: the products the immediate's
+    /// high nibble selects (+0.0 for the others), their sums in pairs, then the total, each
+    /// step rounded and raising its exceptions as MULPS, ADDPS and ADDSS (or their double
+    /// forms) do; an unmasked exception stops the instruction at the step that raises it,
+    /// with the flags of the steps before. The total goes to the elements the low nibble
+    /// selects, +0.0 to the others.
+    fn dot_product(&mut self, i: &Instruction) -> Result<(), Exception> {
+        use Mnemonic::*;
+        let double = i.mnemonic() == Dppd;
+        let size = if double { 8 } else { 4 };
+        let count = 16 / size;
+        let imm = i.immediate8();
+        let selected = |value: u128, first_bit: u8| {
+            (0..count)
+                .filter(|k| imm & (first_bit << k) != 0)
+                .fold(0, |x, k| {
+                    lanes::with_element(x, size, k, lanes::element(value, size, k))
+                })
+        };
+        let a = self.xmm(i.op0_register());
+        let b = self.vector_operand(i, 1)?;
+        let (multiply, add) = if double {
+            (Mulpd, Addsd)
+        } else {
+            (Mulps, Addss)
+        };
+        let products = self.float_step(multiply, selected(a, 0x10), selected(b, 0x10))?;
+        let element = |k: usize| lanes::element(products, size, k);
+        let sum = if double {
+            self.float_step(add, element(0), element(1))?
+        } else {
+            let pairs = self.float_step(
+                Addps,
+                element(0) | (element(2) << 32),
+                element(1) | (element(3) << 32),
+            )?;
+            self.float_step(add, pairs, pairs >> 32)?
+        };
+        let total = lanes::element(sum, size, 0);
+        let spread = (0..count).fold(0, |x, k| lanes::with_element(x, size, k, total));
+        self.set_xmm(i.op0_register(), selected(spread, 1));
+        Ok(())
     }
 
     /// The conversions between MMX registers (or 64-bit memory) and packed floats, computed

@@ -335,8 +335,6 @@ float_imm_instance!(roundps, "roundps");
 float_imm_instance!(roundpd, "roundpd");
 float_imm_instance!(roundss, "roundss");
 float_imm_instance!(roundsd, "roundsd");
-float_imm_instance!(dpps, "dpps");
-float_imm_instance!(dppd, "dppd");
 
 /// The floating-point instruction `mnemonic` with an immediate, if it is one run natively,
 /// by immediate (see [`at`]).
@@ -349,8 +347,6 @@ pub(crate) fn float_imm_op(mnemonic: Mnemonic) -> Option<&'static ByImmediate<Fl
     static ROUNDPD: ByImmediate<FloatOp> = by_immediate!(roundpd);
     static ROUNDSS: ByImmediate<FloatOp> = by_immediate!(roundss);
     static ROUNDSD: ByImmediate<FloatOp> = by_immediate!(roundsd);
-    static DPPS: ByImmediate<FloatOp> = by_immediate!(dpps);
-    static DPPD: ByImmediate<FloatOp> = by_immediate!(dppd);
     Some(match mnemonic {
         Mnemonic::Cmpps => &CMPPS,
         Mnemonic::Cmppd => &CMPPD,
@@ -360,8 +356,6 @@ pub(crate) fn float_imm_op(mnemonic: Mnemonic) -> Option<&'static ByImmediate<Fl
         Mnemonic::Roundpd => &ROUNDPD,
         Mnemonic::Roundss => &ROUNDSS,
         Mnemonic::Roundsd => &ROUNDSD,
-        Mnemonic::Dpps => &DPPS,
-        Mnemonic::Dppd => &DPPD,
         _ => return None,
     })
 }

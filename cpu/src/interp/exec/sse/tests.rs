@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use iced_x86::{Encoder, Instruction, MemoryOperand, Register};
+use iced_x86::{Code, Encoder, Instruction, MemoryOperand, OpKind, Register};
 use umbra_mmu::addr::{Gfn, Gpa};
 use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotId};
 use umbra_mmu::shadow::ShadowMmu;
@@ -346,6 +346,38 @@ fn an_unmasked_precomputation_exception_sets_only_those_flags() {
 }
 
 #[test]
+fn an_unmasked_overflow_sets_precision_only_for_an_inexact_unbounded_result() {
+    // Lane 0: FLT_MAX * 2 overflows, exactly with an unbounded exponent; lane 1 is merely
+    // inexact; lane 2 overflows inexactly.
+    let mut m = Machine::new(&[ins!(Mulps_xmm_xmmm128, XMM0, XMM1)]);
+    m.cpu.fpu.state.mxcsr = 0x1f80 & !0x400;
+    m.set_xmm(0, ps([f32::MAX, 1.0, 1.0, 1.0]));
+    m.set_xmm(1, ps([2.0, 1.0, 1.0, 1.0]));
+    assert_eq!(m.run(), Some(vector::XM));
+    assert_eq!(m.cpu.fpu.state.mxcsr & 0x3f, 0x08, "OE alone");
+    let mut m = Machine::new(&[ins!(Mulps_xmm_xmmm128, XMM0, XMM1)]);
+    m.cpu.fpu.state.mxcsr = 0x1f80 & !0x400;
+    m.set_xmm(0, ps([f32::MAX, 1.0, f32::MAX, 1.0]));
+    m.set_xmm(1, ps([2.0, 1.0, f32::from_bits(0x3fc0_0001), 1.0]));
+    assert_eq!(m.run(), Some(vector::XM));
+    assert_eq!(m.cpu.fpu.state.mxcsr & 0x3f, 0x28, "OE and PE");
+    // Underflow unmasked: 1.5000001 * 2^-64 * 2^-70 is exact unbounded, though not as a
+    // denormal.
+    let mut m = Machine::new(&[ins!(Mulss_xmm_xmmm32, XMM0, XMM1)]);
+    m.cpu.fpu.state.mxcsr = 0x1f80 & !0x800;
+    m.set_xmm(0, 0x1fc0_0001);
+    m.set_xmm(1, 0x1c80_0000);
+    assert_eq!(m.run(), Some(vector::XM));
+    assert_eq!(m.cpu.fpu.state.mxcsr & 0x3f, 0x10, "UE alone");
+    // A narrowing conversion overflows inexactly.
+    let mut m = Machine::new(&[ins!(Cvtpd2ps_xmm_xmmm128, XMM0, XMM1)]);
+    m.cpu.fpu.state.mxcsr = 0x1f80 & !0x400;
+    m.set_xmm(1, pd([1e300, 1.0]));
+    assert_eq!(m.run(), Some(vector::XM));
+    assert_eq!(m.cpu.fpu.state.mxcsr & 0x3f, 0x28);
+}
+
+#[test]
 fn an_unmasked_underflow_is_raised_by_an_exact_tiny_result() {
     // 2^-64 * 2^-70 = 2^-134: a denormal, exactly.
     let mut m = Machine::new(&[ins!(Mulss_xmm_xmmm32, XMM0, XMM1)]);
@@ -630,3 +662,147 @@ fn cpuid_advertises_the_extensions() {
         iced_x86::CpuidFeature::AVX
     ));
 }
+
+#[test]
+fn maskmovdqu_stores_the_selected_bytes() {
+    let maskmovdqu = Instruction::with_maskmovdqu(64, XMM0, XMM1, Register::None).unwrap();
+    let mut m = Machine::new(&[maskmovdqu]);
+    m.cpu.regs.gpr[7] = DATA + 3;
+    m.write(DATA, &[0xee; 32]);
+    m.set_xmm(0, 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100);
+    m.set_xmm(1, 0x80 | (0xff << 120));
+    assert_eq!(m.run(), None);
+    let mut expected = [0xee; 32];
+    expected[3] = 0x00;
+    expected[18] = 0x0f;
+    assert_eq!(m.read::<32>(DATA), expected);
+}
+
+/// An instance of `code` with register operands (memory at `[rax]` where `memory` is set or
+/// only memory will do), or `None` if it has an operand of another kind.
+fn example(code: Code, memory: bool) -> Option<Instruction> {
+    use iced_x86::OpCodeOperandKind as K;
+    match code {
+        Code::Maskmovq_rDI_mm_mm => {
+            return Instruction::with_maskmovq(64, MM1, MM0, Register::None).ok();
+        }
+        Code::Maskmovdqu_rDI_xmm_xmm => {
+            return Instruction::with_maskmovdqu(64, XMM1, XMM2, Register::None).ok();
+        }
+        _ => {}
+    }
+    let info = code.op_code();
+    let mut instruction = Instruction::default();
+    instruction.set_code(code);
+    for n in 0..info.op_count() {
+        let kind = info.op_kind(n);
+        let pick = |first: Register, second: Register| if n == 0 { first } else { second };
+        let register = match kind {
+            K::xmm_reg | K::xmm_rm => pick(XMM1, XMM2),
+            K::mm_reg | K::mm_rm => pick(MM1, MM0),
+            K::r32_reg | K::r32_rm => pick(ECX, EDX),
+            K::r64_reg | K::r64_rm => pick(RCX, RDX),
+            K::xmm_or_mem if !memory => pick(XMM1, XMM2),
+            K::mm_or_mem if !memory => pick(MM1, MM0),
+            K::r32_or_mem if !memory => pick(ECX, EDX),
+            K::r64_or_mem if !memory => pick(RCX, RDX),
+            K::r16_or_mem if !memory => Register::DX,
+            K::r8_or_mem if !memory => Register::DL,
+            K::ax => Register::AX,
+            K::st0 => Register::ST0,
+            K::sti_opcode => Register::ST1,
+            K::imm8 => {
+                instruction.set_op_kind(n, OpKind::Immediate8);
+                instruction.set_immediate8(1);
+                continue;
+            }
+            K::mem
+            | K::xmm_or_mem
+            | K::mm_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem
+            | K::r16_or_mem
+            | K::r8_or_mem => {
+                instruction.set_op_kind(n, OpKind::Memory);
+                instruction.set_memory_base(RAX);
+                continue;
+            }
+            _ => return None,
+        };
+        instruction.set_op_kind(n, OpKind::Register);
+        instruction.set_op_register(n, register);
+    }
+    Some(instruction)
+}
+
+#[test]
+fn every_advertised_x87_and_simd_instruction_is_implemented() {
+    // Every legacy-encoded instruction of the x87, MMX and SSE families whose CPUID features
+    // are advertised runs, in each of its register and memory forms: what is not
+    // implemented must not be advertised.
+    use iced_x86::{CpuidFeature as F, Decoder, DecoderOptions, EncodingKind};
+    let family = |f: &F| {
+        matches!(
+            f,
+            F::FPU
+                | F::FPU287
+                | F::FPU387
+                | F::MMX
+                | F::SSE
+                | F::SSE2
+                | F::SSE3
+                | F::SSSE3
+                | F::SSE4_1
+                | F::SSE4_2
+                | F::FXSR
+        )
+    };
+    let mut m = Machine::new(&[]);
+    m.cpu.regs.gpr[0] = DATA;
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for code in Code::values() {
+        let features = code.cpuid_features();
+        if code.op_code().encoding() != EncodingKind::Legacy
+            || !features.iter().any(family)
+            || !features
+                .iter()
+                .all(|&f| crate::interp::cpuid::advertises(f))
+        {
+            continue;
+        }
+        for memory in [false, true] {
+            let Some(instruction) = example(code, memory) else {
+                missing.push(format!("{code:?}: no example"));
+                continue;
+            };
+            let mut encoder = Encoder::new(64);
+            encoder.encode(&instruction, CODE).unwrap();
+            let bytes = encoder.take_buffer();
+            let decoded = Decoder::with_ip(64, &bytes, CODE, DecoderOptions::NONE).decode();
+            if decoded.code() != code {
+                // The forms with a WAIT prefix decode as WAIT, then the no-wait form.
+                continue;
+            }
+            m.write(CODE, &bytes);
+            m.cpu.regs.rip = CODE;
+            m.cpu.fpu.init();
+            m.cpu.fpu.state.mxcsr = 0x1f80;
+            m.write(DATA, &[0; 512]);
+            checked += 1;
+            if let Err(exception) = m.cpu.execute(&decoded)
+                && exception.vector == vector::UD
+            {
+                missing.push(format!("{code:?} ({decoded})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} raise #UD: {missing:#?}",
+        missing.len()
+    );
+    assert!(checked > 500, "only {checked} forms checked");
+}
+
+mod unmasked;
