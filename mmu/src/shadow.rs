@@ -3,61 +3,75 @@
 //! A shadow page mirrors one guest page table, keyed by the table's frame and a [`PageRole`];
 //! its 512 entries ([`Spte`]) either link to the shadow page of the next level or, at the
 //! leaf, hold the guest frame an address maps to with the rights combined over every level of
-//! the guest walk.
+//! the guest walk. Walking the shadow tree of a root (see [`crate::vcpu_mmu`]) gives the same
+//! answer as walking the guest's tables, without reading guest memory or checking reserved
+//! bits.
+//!
+//! # Why the shadow tree stays coherent
+//!
+//! Every guest frame that holds a shadowed guest table is *write-tracked*: no vCPU's TLB ever
+//! lets a store to it through directly, so each store takes the slow path through the
+//! memslots, whose write tracker this MMU is ([`ShadowMmu::guest_wrote`]). That zaps the
+//! shadow entries mirroring the guest entries written (and the subtrees only they reached)
+//! before the vCPU runs on, and bumps the flush generation so that every vCPU drops its TLB
+//! at its next instruction boundary. So a shadow entry never outlives the guest entry it
+//! mirrors, and a root may be reused after any CR3 switch: nothing the architecture lets a
+//! guest rely on is stale. A guest table flooded by stores with no translation through it in
+//! between is zapped whole and untracked instead (KVM's write-flooding rule).
 //!
 //! # Huge pages (seeds 000 and 004)
 //!
 //! A guest 2 MiB or 1 GiB page is mirrored by one large leaf while nothing inside it is
 //! write-tracked and it lies in one memslot; when a frame inside it becomes tracked (a guest
-//! page table placed in the large page), the large leaf is zapped and the next fault cuts the
-//! region into *direct* pages of 4 KiB entries: the split happens on demand, only where a
-//! frame must be tracked. Large leaves are found through a reverse map by region, so that
-//! enabling dirty logging can split every one in a slot up front ([`SplitPolicy::Eager`]) or
-//! zap them to refault in 4 KiB pieces ([`SplitPolicy::Lazy`]). Walking the shadow tree of a root (see [`crate::vcpu_mmu`]) gives the same answer
-//! as walking the guest's tables, without reading guest memory or checking reserved bits.
+//! page table placed in the large page), the root's large leaf is zapped and the next fault
+//! cuts the region into *direct* pages of 4 KiB entries: the split happens on demand, only
+//! where a frame must be tracked. Large leaves of other roots may stay: the TLB write-protects
+//! tracked frames 4 KiB at a time whatever the shadow entry behind it, so they remain exact.
+//! Enabling dirty logging can split every large leaf in a slot up front
+//! ([`SplitPolicy::Eager`]), zap them to refault in 4 KiB pieces ([`SplitPolicy::Lazy`]), or,
+//! for the same reason, keep them ([`SplitPolicy::Keep`]).
 //!
-//! # Why the shadow tree stays coherent
+//! # Concurrency (seeds 000 and 001)
 //!
-//! Every guest frame that holds a shadowed guest table is *write-tracked*: no vCPU's TLB ever
-//! lets a store to it through directly, so each store takes the slow path, which calls
-//! [`ShadowMmu::guest_wrote`]. That zaps the shadow entries mirroring the guest entries written
-//! (and the subtrees only they reached) before the vCPU runs on, and bumps the flush
-//! generation so that every vCPU drops its TLB at its next instruction boundary. So a shadow
-//! entry never outlives the guest entry it mirrors, and a root may be reused after any CR3
-//! switch: nothing the architecture lets a guest rely on is stale.
-//!
-//! # Locking
-//!
-//! One reader-writer lock guards the pages: TLB misses walk the tree under the read lock;
-//! faults, zaps and root changes take it for writing.
+//! Each root owns its shadow pages ([`RootTree`]); pages are never shared between roots, so a
+//! fault needs only the MMU lock for read plus its root's own lock, and faults on different
+//! roots proceed in parallel. Changes that reach across roots (a store to a guest table, which
+//! may be shadowed under many roots; dirty-logging splits; zap-all) take the MMU lock for
+//! write. Shadow entries are atomics: a TLB miss walks its root's tree with no lock at all,
+//! inside a crossbeam-epoch critical section, and a page unlinked from a tree is freed through
+//! the epoch only once no walker that might have seen it remains.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
+use parking_lot::{Mutex, RwLock};
 
 use crate::addr::{Gfn, Gpa, Gva};
 use crate::paging::level_shift;
 use crate::role::PageRole;
 use crate::walker::{PteAccess, Translation};
 
-/// Index of a shadow page in the VM's page arena.
-pub type PageId = u32;
-
 /// Entries per shadow page.
 pub const ENTRIES: usize = 512;
+
+/// Stores to a guest table with no translation through it in between, after which its shadow
+/// page is zapped instead of updated: the guest is likely reusing the frame as data (KVM's
+/// threshold too).
+const WRITE_FLOOD: u32 = 3;
 
 /// A shadow page-table entry.
 ///
 /// ```text
 ///  63             12 11   8   5    4      3      2:0
-/// [ gfn or child id ][pkey][D][LEAF][PRESENT][U W X]
+/// [ gfn            ][pkey][D][LEAF][PRESENT][U W X]      a leaf
+/// [ child page address (64-byte aligned) ][PRESENT]      a link
 /// ```
 ///
 /// A leaf holds the guest frame and the guest's combined rights (the [`PteAccess`] bits); D
-/// says the guest's leaf entry is dirty, so a write through it needs no walk to set D. A link
-/// holds the [`PageId`] of the child page.
+/// says the guest's leaf entry is dirty, so a write through it needs no walk to set D.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Spte(u64);
 
@@ -66,6 +80,8 @@ impl Spte {
     const LEAF: u64 = 1 << 4;
     const DIRTY: u64 = 1 << 5;
     const PKEY_SHIFT: u32 = 8;
+    /// The low bits of a link that are flags, not address.
+    const LINK_FLAGS: u64 = 0x3f;
 
     /// A leaf mapping `gfn` with `access` rights.
     pub fn leaf(gfn: Gfn, access: PteAccess, dirty: bool, pkey: u8) -> Spte {
@@ -80,9 +96,9 @@ impl Spte {
         )
     }
 
-    /// A link to child page `id`.
-    fn link(id: PageId) -> Spte {
-        Spte((u64::from(id) << 12) | Self::PRESENT)
+    /// A link to `child`.
+    fn link(child: Shared<'_, ShadowPage>) -> Spte {
+        Spte(child.as_raw() as u64 | Self::PRESENT)
     }
 
     /// The entry maps or links something.
@@ -115,9 +131,9 @@ impl Spte {
         ((self.0 >> Self::PKEY_SHIFT) & 0xf) as u8
     }
 
-    /// A link's child page.
-    fn child(self) -> PageId {
-        (self.0 >> 12) as PageId
+    /// A link's child page, as the epoch sees pointers.
+    fn child<'g>(self) -> Shared<'g, ShadowPage> {
+        Shared::from((self.0 & !Self::LINK_FLAGS) as *const ShadowPage)
     }
 
     /// The 4 KiB leaf inside this leaf at `level` that maps `gva`.
@@ -132,43 +148,106 @@ impl Spte {
     }
 }
 
-/// One shadow page.
+/// The number of 4 KiB frames a leaf at `level` maps.
+fn frames_at(level: u8) -> u64 {
+    1 << (level_shift(level) - 12)
+}
+
+/// The index into a page at `level` of the entry that maps `gva`.
+pub fn index(gva: Gva, level: u8) -> usize {
+    ((gva.0 >> level_shift(level)) & (ENTRIES as u64 - 1)) as usize
+}
+
+/// One shadow page. 64-byte aligned, so that a link keeps its flags in the low bits.
+#[repr(align(64))]
 struct ShadowPage {
     gfn: Gfn,
     role: PageRole,
-    sptes: Box<[Spte; ENTRIES]>,
-    /// The entries that link to this page.
-    parents: Vec<(PageId, u16)>,
-    /// vCPU root caches holding this page as a root.
-    root_count: u32,
+    sptes: [AtomicU64; ENTRIES],
     /// Stores to the guest table since a translation last went through this page (KVM's
     /// `write_flooding_count`); reset by every shadow walk through the page.
     writes_unused: AtomicU32,
 }
 
-/// Stores to a guest table with no translation through it in between, after which its shadow
-/// page is zapped instead of updated: the guest is likely reusing the frame as data (KVM's
-/// threshold too).
-const WRITE_FLOOD: u32 = 3;
+impl ShadowPage {
+    fn new(gfn: Gfn, role: PageRole) -> ShadowPage {
+        ShadowPage {
+            gfn,
+            role,
+            sptes: std::array::from_fn(|_| AtomicU64::new(0)),
+            writes_unused: AtomicU32::new(0),
+        }
+    }
+
+    fn get(&self, slot: usize) -> Spte {
+        Spte(self.sptes[slot].load(Ordering::Acquire))
+    }
+
+    fn set(&self, slot: usize, spte: Spte) {
+        self.sptes[slot].store(spte.0, Ordering::Release);
+    }
+}
+
+/// A page's address: how a tree's bookkeeping names it.
+type PagePtr = usize;
+
+/// A shadow page shadowing a tracked guest frame: its root's id, the page, and its role.
+type Shadowing = (u32, PagePtr, PageRole);
+
+/// What only the root's fault lock (or the MMU write lock) may touch.
+#[derive(Default)]
+struct TreeState {
+    /// The tree's pages by (guest frame, role).
+    hash: HashMap<(Gfn, PageRole), PagePtr>,
+    /// The entries linking to each page.
+    parents: HashMap<PagePtr, Vec<(PagePtr, u16)>>,
+    /// Large leaves by the first frame of the region they map.
+    large: BTreeMap<Gfn, Vec<(PagePtr, u16)>>,
+}
+
+/// One cached root and the shadow pages only it reaches.
+pub struct RootTree {
+    id: u32,
+    top: PagePtr,
+    /// The root's fault lock.
+    state: Mutex<TreeState>,
+}
+
+impl RootTree {
+    /// A number naming this root for as long as the VM lives (TLB entries are tagged with it).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// A root a vCPU holds: see [`ShadowMmu::get_root`].
+pub type RootHandle = Arc<RootTree>;
+
+/// What enabling dirty logging does to the large leaves mapping a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitPolicy {
+    /// Replace each by direct pages holding all its 4 KiB entries at once.
+    Eager,
+    /// Zap each; the next access to each 4 KiB page faults it in.
+    Lazy,
+    /// Leave them. Umbra's TLB decides per 4 KiB page whether a store may go straight to
+    /// memory, so dirty pages are logged exactly through a large leaf too; KVM must split
+    /// because hardware write-protects at the granularity of the shadow entry.
+    Keep,
+}
 
 /// The shadow MMU's counters, readable while guests run.
 #[derive(Debug, Default)]
-pub struct ShadowCounters {
-    /// Shadow pages made.
-    pub pages_created: AtomicU64,
-    /// Shadow pages zapped.
-    pub pages_zapped: AtomicU64,
-    /// Guest stores to write-tracked frames.
-    pub tracked_writes: AtomicU64,
-    /// Shadow entries installed by faults.
-    pub sptes_installed: AtomicU64,
-    /// Shadow pages zapped because their guest table was flooded by stores.
-    pub flooded: AtomicU64,
-    /// Large leaves split (eagerly or lazily) for dirty logging or tracking.
-    pub splits: AtomicU64,
+struct Counters {
+    pages_created: AtomicU64,
+    pages_zapped: AtomicU64,
+    tracked_writes: AtomicU64,
+    sptes_installed: AtomicU64,
+    flooded: AtomicU64,
+    splits: AtomicU64,
 }
 
-/// A snapshot of [`ShadowCounters`] and the page counts.
+/// A snapshot of the shadow MMU's counters and page counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShadowStats {
     /// Shadow pages made.
@@ -187,82 +266,28 @@ pub struct ShadowStats {
     pub pages_alive: u64,
     /// Guest frames write-tracked now.
     pub tracked_frames: u64,
-}
-
-#[derive(Default)]
-struct State {
-    pages: Vec<Option<ShadowPage>>,
-    free: Vec<PageId>,
-    hash: HashMap<(Gfn, PageRole), PageId>,
-    /// Guest frames holding shadowed guest tables, with the pages shadowing each; ordered, so
-    /// that a large page can ask whether any frame inside it is tracked.
-    tracked: BTreeMap<Gfn, Vec<PageId>>,
-    /// Large leaves by the first frame of the region they map: the page and entry.
-    large: BTreeMap<Gfn, Vec<(PageId, u16)>>,
-    /// Guest frames whose instructions a vCPU has decoded and cached.
-    code: std::collections::HashSet<Gfn>,
-}
-
-/// What enabling dirty logging does to the large leaves mapping a slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SplitPolicy {
-    /// Replace each by direct pages holding all its 4 KiB entries at once.
-    Eager,
-    /// Zap each; the next access to each 4 KiB page faults it in.
-    Lazy,
-    /// Leave them. Umbra's TLB decides per 4 KiB page whether a store may go straight to
-    /// memory, so dirty pages are logged exactly through a large leaf too; KVM must split
-    /// because hardware write-protects at the granularity of the shadow entry.
-    Keep,
-}
-
-/// The number of 4 KiB frames a leaf at `level` maps.
-fn frames_at(level: u8) -> u64 {
-    1 << (level_shift(level) - 12)
-}
-
-impl State {
-    fn page(&self, id: PageId) -> &ShadowPage {
-        self.pages[id as usize].as_ref().expect("live shadow page")
-    }
-
-    fn page_mut(&mut self, id: PageId) -> &mut ShadowPage {
-        self.pages[id as usize].as_mut().expect("live shadow page")
-    }
+    /// Roots alive now.
+    pub roots: u64,
 }
 
 /// The VM-wide shadow MMU.
 #[derive(Default)]
 pub struct ShadowMmu {
-    state: RwLock<State>,
+    /// The MMU lock: read for faults, write for changes across roots. It guards the set of
+    /// roots.
+    roots: RwLock<HashMap<u32, Arc<RootTree>>>,
+    /// Guest frames holding shadowed guest tables, with the (root, page) pairs shadowing each;
+    /// ordered, so that a large page can ask whether any frame inside it is tracked.
+    tracked: Mutex<BTreeMap<Gfn, Vec<Shadowing>>>,
+    /// Guest frames whose instructions a vCPU has decoded and cached.
+    code: RwLock<HashSet<Gfn>>,
+    next_root_id: AtomicU32,
     /// Bumped whenever a TLB entry somewhere may have become stale.
     flush_generation: AtomicU64,
-    /// Bumped whenever a store reached a frame whose instructions were decoded and cached:
-    /// every vCPU's cached decodes older than it are stale.
+    /// Bumped whenever a store reached a frame with cached decodes.
     code_generation: AtomicU64,
-    counters: ShadowCounters,
-}
-
-impl crate::memslot::WriteTracker for ShadowMmu {
-    /// Every store through the memslots (the interpreter's slow path, devices, a debugger,
-    /// a loader): cached decodes of the frames written go stale, and shadow entries mirroring
-    /// guest entries written are zapped.
-    fn wrote(&self, gpa: Gpa, len: usize) {
-        let end = gpa.0 + len.max(1) as u64;
-        let mut at = gpa.0;
-        while at < end {
-            let page_end = (at | 0xfff) + 1;
-            let chunk = (end.min(page_end) - at) as usize;
-            self.code_written(Gpa(at).gfn());
-            self.guest_wrote(Gpa(at), chunk);
-            at = page_end;
-        }
-    }
-}
-
-/// The index into a page at `level` of the entry that maps `gva`.
-pub fn index(gva: Gva, level: u8) -> usize {
-    ((gva.0 >> level_shift(level)) & (ENTRIES as u64 - 1)) as usize
+    pages_alive: AtomicU64,
+    counters: Counters,
 }
 
 impl ShadowMmu {
@@ -284,7 +309,6 @@ impl ShadowMmu {
 
     /// The counters and page counts.
     pub fn stats(&self) -> ShadowStats {
-        let state = self.state.read();
         let c = &self.counters;
         ShadowStats {
             pages_created: c.pages_created.load(Ordering::Relaxed),
@@ -293,60 +317,248 @@ impl ShadowMmu {
             sptes_installed: c.sptes_installed.load(Ordering::Relaxed),
             flooded: c.flooded.load(Ordering::Relaxed),
             splits: c.splits.load(Ordering::Relaxed),
-            pages_alive: (state.pages.len() - state.free.len()) as u64,
-            tracked_frames: state.tracked.len() as u64,
+            pages_alive: self.pages_alive.load(Ordering::Relaxed),
+            tracked_frames: self.tracked.lock().len() as u64,
+            roots: self.roots.read().len() as u64,
         }
     }
 
-    /// Takes a reference on the root page shadowing the guest top-level table at `gfn`.
-    pub fn get_root(&self, gfn: Gfn, role: PageRole) -> PageId {
-        let mut state = self.state.write();
-        let id = self.get_or_create(&mut state, gfn, role);
-        state.page_mut(id).root_count += 1;
-        id
+    /// A new root shadowing the guest top-level table at `gfn`, for a vCPU's root cache.
+    pub fn get_root(&self, gfn: Gfn, role: PageRole) -> RootHandle {
+        let id = self.next_root_id.fetch_add(1, Ordering::Relaxed);
+        let guard = epoch::pin();
+        let top = self.new_page(gfn, role, &guard);
+        let tree = Arc::new(RootTree {
+            id,
+            top,
+            state: Mutex::new(TreeState::default()),
+        });
+        tree.state.lock().hash.insert((gfn, role), top);
+        self.track(id, gfn, role, top);
+        self.roots.write().insert(id, tree.clone());
+        tree
     }
 
-    /// Drops a reference taken by [`ShadowMmu::get_root`]; an unreferenced root is zapped.
-    pub fn put_root(&self, id: PageId) {
-        let mut state = self.state.write();
-        let page = state.page_mut(id);
-        page.root_count -= 1;
-        if page.root_count == 0 && page.parents.is_empty() {
-            self.zap_page(&mut state, id);
+    /// Drops a root a vCPU no longer caches: its pages go, freed once no walker can see them.
+    pub fn put_root(&self, root: RootHandle) {
+        self.roots.write().remove(&root.id);
+        self.free_tree(&root);
+    }
+
+    /// Frees every page of a tree no longer in the set of roots.
+    fn free_tree(&self, tree: &RootTree) {
+        let guard = epoch::pin();
+        let mut state = tree.state.lock();
+        // Every page of a tree hangs below its top page: freeing the top frees them all.
+        if state.hash.values().any(|&page| page == tree.top) {
+            self.free_page(tree.id, &mut state, tree.top, &guard);
+        }
+        debug_assert!(
+            state.hash.is_empty(),
+            "a shadow page unreachable from its root"
+        );
+    }
+
+    /// Allocates a page; the caller links it into a tree.
+    fn new_page(&self, gfn: Gfn, role: PageRole, guard: &Guard) -> PagePtr {
+        let page = Owned::new(ShadowPage::new(gfn, role)).into_shared(guard);
+        self.counters.pages_created.fetch_add(1, Ordering::Relaxed);
+        self.pages_alive.fetch_add(1, Ordering::Relaxed);
+        page.as_raw() as PagePtr
+    }
+
+    /// Records that `page` of root `root` shadows the guest table at `gfn` (direct pages
+    /// shadow none).
+    fn track(&self, root: u32, gfn: Gfn, role: PageRole, page: PagePtr) {
+        if role.is_direct() {
+            return;
+        }
+        let newly = match self.tracked.lock().entry(gfn) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().push((root, page, role));
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(vec![(root, page, role)]);
+                true
+            }
+        };
+        // A TLB may still hold a writable entry for the frame that just became tracked.
+        if newly {
             self.request_flush();
         }
     }
 
     /// The leaf entry mapping the 4 KiB page of `gva` under `root`, if the shadow tree has
-    /// one (for a large leaf, the entry for that page inside it).
-    pub fn lookup(&self, root: PageId, gva: Gva) -> Option<Spte> {
-        let state = self.state.read();
-        let mut id = root;
+    /// one (for a large leaf, the entry for that page inside it). Takes no lock.
+    pub fn lookup(&self, root: &RootTree, gva: Gva) -> Option<Spte> {
+        // Pinned for the whole walk: no page the walk reaches is freed before it unpins.
+        let _pinned = epoch::pin();
+        let mut page = Shared::<ShadowPage>::from(root.top as *const ShadowPage);
         loop {
-            let page = state.page(id);
-            page.writes_unused.store(0, Ordering::Relaxed);
-            let level = page.role.level();
-            let spte = page.sptes[index(gva, level)];
+            // SAFETY: `page` is the root's top page, which lives as long as the root, or was
+            // read from a present link under this guard: a page is freed only through the
+            // epoch after being unlinked, so it outlives every guard that could have seen it.
+            let current = unsafe { page.deref() };
+            current.writes_unused.store(0, Ordering::Relaxed);
+            let level = current.role.level();
+            let spte = current.get(index(gva, level));
             if !spte.is_present() {
                 return None;
             }
             if spte.is_leaf() {
                 return Some(spte.frame_of(gva, level));
             }
-            id = spte.child();
+            page = spte.child();
+        }
+    }
+
+    /// The page at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must name a page of a live tree, and the caller must hold that tree's lock (or
+    /// the MMU write lock) or an epoch guard taken while the page was reachable.
+    unsafe fn page<'a>(ptr: PagePtr) -> &'a ShadowPage {
+        // SAFETY: the caller vouches that the page is alive for 'a.
+        unsafe { &*(ptr as *const ShadowPage) }
+    }
+
+    /// Mirrors the guest walk `translation` of `gva` under `root`, making the shadow pages
+    /// missing on the way, and returns the 4 KiB leaf entry for `gva`. Takes the MMU lock for
+    /// read and the root's lock.
+    ///
+    /// A guest large page gets one large leaf if its level is at most `max_level` (the caller
+    /// knows whether the region lies in one memslot) and no frame inside it is tracked.
+    pub fn install(
+        &self,
+        root: &RootTree,
+        gva: Gva,
+        translation: &Translation,
+        max_level: u8,
+    ) -> Spte {
+        let _mmu = self.roots.read();
+        let mut state = root.state.lock();
+        let guard = epoch::pin();
+        let leaf = Spte::leaf(
+            translation.gpa.gfn(),
+            translation.access,
+            translation.leaf_pte() & crate::paging::PTE_DIRTY != 0,
+            translation.pkey,
+        );
+        let guest_leaf = translation.level;
+        let mut current = root.top;
+        loop {
+            // SAFETY: `current` is a page of this tree, whose lock is held.
+            let page = unsafe { Self::page(current) };
+            let role = page.role;
+            let level = role.level();
+            let slot = index(gva, level);
+            // At the 4 KiB level the entry maps the frame; above, it links to the next page.
+            if level == 1 {
+                page.set(slot, leaf);
+                self.counters
+                    .sptes_installed
+                    .fetch_add(1, Ordering::Relaxed);
+                return leaf;
+            }
+            if level == guest_leaf && !role.is_direct() && level <= max_level {
+                let frames = frames_at(level);
+                let base = Gfn(leaf.gfn().0 & !(frames - 1));
+                let tracked_inside = self
+                    .tracked
+                    .lock()
+                    .range(base..Gfn(base.0 + frames))
+                    .next()
+                    .is_some();
+                if !tracked_inside {
+                    if page.get(slot).is_present() {
+                        self.zap_entry(root.id, &mut state, current, slot, &guard);
+                    }
+                    page.set(slot, leaf.with_gfn(base));
+                    state
+                        .large
+                        .entry(base)
+                        .or_default()
+                        .push((current, slot as u16));
+                    self.counters
+                        .sptes_installed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return leaf;
+                }
+            }
+            let existing = page.get(slot);
+            if existing.is_present() && !existing.is_leaf() {
+                current = existing.child().as_raw() as PagePtr;
+                continue;
+            }
+            if existing.is_present() {
+                self.zap_entry(root.id, &mut state, current, slot, &guard);
+            }
+            let (child_gfn, child_role) = if role.is_direct() || level <= guest_leaf {
+                // Inside a guest large page: a direct page for the region this entry covers.
+                let frames = frames_at(level);
+                let region = Gfn(translation.gpa.gfn().0 & !(frames - 1));
+                (region, role.direct(level - 1, translation.access.bits()))
+            } else {
+                (translation.table_gfns[usize::from(level) - 2], role.child())
+            };
+            let child = self.child_page(root.id, &mut state, child_gfn, child_role, &guard);
+            state
+                .parents
+                .entry(child)
+                .or_default()
+                .push((current, slot as u16));
+            page.set(slot, Spte::link(Shared::from(child as *const ShadowPage)));
+            current = child;
+        }
+    }
+
+    /// The tree's page for (`gfn`, `role`), made if missing. A new page that tracks a frame
+    /// splits the tree's large leaves covering it.
+    fn child_page(
+        &self,
+        root: u32,
+        state: &mut TreeState,
+        gfn: Gfn,
+        role: PageRole,
+        guard: &Guard,
+    ) -> PagePtr {
+        if let Some(&page) = state.hash.get(&(gfn, role)) {
+            return page;
+        }
+        let page = self.new_page(gfn, role, guard);
+        state.hash.insert((gfn, role), page);
+        self.track(root, gfn, role, page);
+        if !role.is_direct() {
+            self.zap_large_covering(root, state, gfn, guard);
+        }
+        page
+    }
+
+    /// Zaps the tree's large leaves whose region holds `gfn`.
+    fn zap_large_covering(&self, root: u32, state: &mut TreeState, gfn: Gfn, guard: &Guard) {
+        for level in [2, 3] {
+            let base = Gfn(gfn.0 & !(frames_at(level) - 1));
+            for (page, slot) in state.large.get(&base).cloned().unwrap_or_default() {
+                // SAFETY: a page of this tree, under its lock.
+                if unsafe { Self::page(page) }.role.level() == level {
+                    self.counters.splits.fetch_add(1, Ordering::Relaxed);
+                    self.zap_entry(root, state, page, usize::from(slot), guard);
+                }
+            }
         }
     }
 
     /// Whether guest frame `gfn` holds a shadowed guest table.
     pub fn is_tracked(&self, gfn: Gfn) -> bool {
-        self.state.read().tracked.contains_key(&gfn)
+        self.tracked.lock().contains_key(&gfn)
     }
 
     /// Whether stores to guest frame `gfn` must take the slow path: it holds a shadowed guest
     /// table, or instructions some vCPU has decoded and cached.
     pub fn is_write_protected(&self, gfn: Gfn) -> bool {
-        let state = self.state.read();
-        state.tracked.contains_key(&gfn) || state.code.contains(&gfn)
+        self.code.read().contains(&gfn) || self.is_tracked(gfn)
     }
 
     /// The generation of cached decodes: see [`ShadowMmu::protect_code`].
@@ -360,7 +572,7 @@ impl ShadowMmu {
     /// first one bumps the code generation, making every cached decode stale (v86's
     /// "has code" flag).
     pub fn protect_code(&self, gfn: Gfn) {
-        if !self.state.read().code.contains(&gfn) && self.state.write().code.insert(gfn) {
+        if !self.code.read().contains(&gfn) && self.code.write().insert(gfn) {
             self.request_flush();
         }
     }
@@ -369,292 +581,245 @@ impl ShadowMmu {
     /// they are stale everywhere, and the frame is no longer protected until code from it is
     /// cached again (so a frame mixing code and data does not keep every store slow).
     pub fn code_written(&self, gfn: Gfn) {
-        if self.state.read().code.contains(&gfn) && self.state.write().code.remove(&gfn) {
+        if self.code.read().contains(&gfn) && self.code.write().remove(&gfn) {
             self.code_generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// Mirrors the guest walk `translation` of `gva` under `root`, making the shadow pages
-    /// missing on the way, and returns the 4 KiB leaf entry for `gva`.
-    ///
-    /// A guest large page gets one large leaf if its level is at most `max_level` (the caller
-    /// knows whether the region lies in one memslot) and no frame inside it is tracked.
-    pub fn install(
-        &self,
-        root: PageId,
-        gva: Gva,
-        translation: &Translation,
-        max_level: u8,
-    ) -> Spte {
-        let mut state = self.state.write();
-        let mut id = root;
-        let guest_leaf = translation.level;
-        let leaf = Spte::leaf(
-            translation.gpa.gfn(),
-            translation.access,
-            translation.leaf_pte() & crate::paging::PTE_DIRTY != 0,
-            translation.pkey,
-        );
-        loop {
-            let role = state.page(id).role;
-            let level = role.level();
-            let slot = index(gva, level);
-            // At the guest's leaf level (or below it, inside a direct page) the entry maps the
-            // 4 KiB frame; above, it links to the next page.
-            if level == 1 {
-                state.page_mut(id).sptes[slot] = leaf;
-                self.counters
-                    .sptes_installed
-                    .fetch_add(1, Ordering::Relaxed);
-                return leaf;
-            }
-            if level == guest_leaf && !role.is_direct() && level <= max_level {
-                let frames = frames_at(level);
-                let base = Gfn(leaf.gfn().0 & !(frames - 1));
-                let inside = base..Gfn(base.0 + frames);
-                if state.tracked.range(inside).next().is_none() {
-                    if state.page(id).sptes[slot].is_present() {
-                        self.zap_entry(&mut state, id, slot);
-                    }
-                    state.page_mut(id).sptes[slot] = leaf.with_gfn(base);
-                    state.large.entry(base).or_default().push((id, slot as u16));
-                    self.counters
-                        .sptes_installed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return leaf;
-                }
-            }
-            let existing = state.page(id).sptes[slot];
-            if existing.is_present() && !existing.is_leaf() {
-                id = existing.child();
-                continue;
-            }
-            let (child_gfn, child_role) = if role.is_direct() || level <= guest_leaf {
-                // Inside a guest large page: a direct page for the region this entry covers.
-                let frames = 1u64 << (level_shift(level) - 12);
-                let region = Gfn(translation.gpa.gfn().0 & !(frames - 1));
-                (region, role.direct(level - 1, translation.access.bits()))
-            } else {
-                (translation.table_gfns[usize::from(level) - 2], role.child())
-            };
-            let child = self.get_or_create(&mut state, child_gfn, child_role);
-            state.page_mut(child).parents.push((id, slot as u16));
-            state.page_mut(id).sptes[slot] = Spte::link(child);
-            id = child;
-        }
-    }
-
-    /// The shadow page for (`gfn`, `role`), made (and its frame write-tracked) if missing.
-    fn get_or_create(&self, state: &mut State, gfn: Gfn, role: PageRole) -> PageId {
-        if let Some(&id) = state.hash.get(&(gfn, role)) {
-            return id;
-        }
-        let page = ShadowPage {
-            gfn,
-            role,
-            sptes: Box::new([Spte::default(); ENTRIES]),
-            parents: Vec::new(),
-            root_count: 0,
-            writes_unused: AtomicU32::new(0),
-        };
-        let id = match state.free.pop() {
-            Some(id) => {
-                state.pages[id as usize] = Some(page);
-                id
-            }
-            None => {
-                state.pages.push(Some(page));
-                (state.pages.len() - 1) as PageId
-            }
-        };
-        state.hash.insert((gfn, role), id);
-        if !role.is_direct() {
-            let newly_tracked = match state.tracked.entry(gfn) {
-                Entry::Occupied(mut e) => {
-                    e.get_mut().push(id);
-                    false
-                }
-                Entry::Vacant(e) => {
-                    e.insert(vec![id]);
-                    true
-                }
-            };
-            // A TLB may still hold a writable entry for the frame that just became tracked, and
-            // a large leaf may map it: that leaf is zapped, to be split on the next fault.
-            if newly_tracked {
-                self.zap_large_covering(state, gfn);
-                self.request_flush();
-            }
-        }
-        self.counters.pages_created.fetch_add(1, Ordering::Relaxed);
-        id
-    }
-
-    /// Called after the guest (or anyone) stored `len` bytes at `gpa` in a write-tracked
-    /// frame: zaps the shadow entries mirroring the guest entries written.
+    /// Called after `len` bytes were stored at `gpa` in one page: zaps the shadow entries
+    /// mirroring the guest entries written, in every root. Takes the MMU lock for write.
     pub fn guest_wrote(&self, gpa: Gpa, len: usize) {
-        let mut state = self.state.write();
-        let Some(pages) = state.tracked.get(&gpa.gfn()).cloned() else {
+        if !self.is_tracked(gpa.gfn()) {
+            return;
+        }
+        let roots = self.roots.write();
+        let Some(pages) = self.tracked.lock().get(&gpa.gfn()).cloned() else {
             return;
         };
         self.counters.tracked_writes.fetch_add(1, Ordering::Relaxed);
+        let guard = epoch::pin();
         let first = gpa.page_offset() / 8;
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
-        for id in pages {
-            let Some(page) = state.pages[id as usize].as_ref() else {
+        for (root, page, role) in pages {
+            let Some(tree) = roots.get(&root) else {
                 continue;
             };
-            let flooded = page.writes_unused.fetch_add(1, Ordering::Relaxed) + 1 >= WRITE_FLOOD;
-            if flooded && page.root_count == 0 {
+            let mut state = tree.state.lock();
+            // An earlier zap in this loop may have freed the page already.
+            if state.hash.get(&(gpa.gfn(), role)) != Some(&page) {
+                continue;
+            }
+            // SAFETY: a page of a live tree, under its lock.
+            let shadow = unsafe { Self::page(page) };
+            let writes = shadow.writes_unused.fetch_add(1, Ordering::Relaxed) + 1;
+            if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
-                self.unlink_and_zap(&mut state, id);
+                self.unlink_and_free(root, &mut state, page, &guard);
                 continue;
             }
             for slot in first..=last {
-                self.zap_entry(&mut state, id, slot as usize);
+                self.zap_entry(root, &mut state, page, slot as usize, &guard);
             }
         }
         self.request_flush();
     }
 
-    /// Zaps page `id`, clearing every entry that links to it first.
-    fn unlink_and_zap(&self, state: &mut State, id: PageId) {
-        let parents = std::mem::take(&mut state.page_mut(id).parents);
-        for (parent, slot) in parents {
-            state.page_mut(parent).sptes[usize::from(slot)] = Spte::default();
+    /// Clears one entry of `page`, freeing the subtree it alone linked to.
+    fn zap_entry(
+        &self,
+        root: u32,
+        state: &mut TreeState,
+        page: PagePtr,
+        slot: usize,
+        guard: &Guard,
+    ) {
+        // SAFETY: a page of this tree, under its lock.
+        let shadow = unsafe { Self::page(page) };
+        let spte = shadow.get(slot);
+        shadow.set(slot, Spte::default());
+        if !spte.is_present() {
+            return;
         }
-        self.zap_page(state, id);
+        if spte.is_leaf() {
+            if shadow.role.level() > 1 {
+                forget_large(state, spte.gfn(), page, slot);
+            }
+            return;
+        }
+        let child = spte.child().as_raw() as PagePtr;
+        // Every linked page has its parents recorded (see `install` and `split_leaf`).
+        let parents = state
+            .parents
+            .get_mut(&child)
+            .expect("a linked shadow page has its links recorded");
+        parents.retain(|&link| link != (page, slot as u16));
+        let orphaned = parents.is_empty();
+        if orphaned {
+            self.free_page(root, state, child, guard);
+        }
     }
 
-    /// Zaps the large leaves whose region holds `gfn`.
-    fn zap_large_covering(&self, state: &mut State, gfn: Gfn) {
-        for level in [2, 3] {
-            let base = Gfn(gfn.0 & !(frames_at(level) - 1));
-            if let Some(leaves) = state.large.get(&base).cloned() {
-                for (id, slot) in leaves {
-                    if state.page(id).role.level() == level {
+    /// Clears every entry linking to `page`, then frees it.
+    fn unlink_and_free(&self, root: u32, state: &mut TreeState, page: PagePtr, guard: &Guard) {
+        for (parent, slot) in state.parents.remove(&page).unwrap_or_default() {
+            // SAFETY: a page of this tree, under its lock.
+            unsafe { Self::page(parent) }.set(usize::from(slot), Spte::default());
+        }
+        self.free_page(root, state, page, guard);
+    }
+
+    /// Frees a page nothing links to any more, with the children only it reached. The memory
+    /// goes through the epoch: a walker that read a link to it before the unlink may still be
+    /// looking at it.
+    fn free_page(&self, root: u32, state: &mut TreeState, page: PagePtr, guard: &Guard) {
+        for slot in 0..ENTRIES {
+            self.zap_entry(root, state, page, slot, guard);
+        }
+        // SAFETY: a page of this tree, under its lock; its last reference is removed below.
+        let shadow = unsafe { Self::page(page) };
+        let (gfn, role) = (shadow.gfn, shadow.role);
+        state.hash.remove(&(gfn, role));
+        state.parents.remove(&page);
+        if !role.is_direct() {
+            let mut tracked = self.tracked.lock();
+            if let Entry::Occupied(mut e) = tracked.entry(gfn) {
+                e.get_mut().retain(|&(r, p, _)| (r, p) != (root, page));
+                if e.get().is_empty() {
+                    e.remove();
+                }
+            }
+        }
+        self.counters.pages_zapped.fetch_add(1, Ordering::Relaxed);
+        self.pages_alive.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: the page is unlinked from its tree and out of every index, so no new walker
+        // can reach it; walkers that already did hold epoch guards, which the epoch waits for
+        // before dropping it.
+        unsafe { guard.defer_destroy(Shared::from(page as *const ShadowPage)) };
+    }
+
+    /// Splits every large leaf mapping a frame in `range`, in every root, as enabling dirty
+    /// logging on a slot does, by `policy`. Returns the number of large leaves found.
+    pub fn split_large(&self, range: std::ops::Range<Gfn>, policy: SplitPolicy) -> usize {
+        let roots = self.roots.write();
+        let guard = epoch::pin();
+        let first = Gfn(range.start.0 & !(frames_at(3) - 1));
+        let mut found = 0;
+        for tree in roots.values() {
+            let mut state = tree.state.lock();
+            let leaves: Vec<(PagePtr, u16)> = state
+                .large
+                .range(first..range.end)
+                .flat_map(|(&base, leaves)| leaves.iter().map(move |&leaf| (base, leaf)))
+                .filter(|&(base, (page, _))| {
+                    // SAFETY: a page of this tree, under its lock.
+                    let level = unsafe { Self::page(page) }.role.level();
+                    base.0 + frames_at(level) > range.start.0
+                })
+                .map(|(_, leaf)| leaf)
+                .collect();
+            found += leaves.len();
+            for (page, slot) in leaves {
+                let slot = usize::from(slot);
+                match policy {
+                    SplitPolicy::Keep => {}
+                    SplitPolicy::Lazy => {
                         self.counters.splits.fetch_add(1, Ordering::Relaxed);
-                        self.zap_entry(state, id, usize::from(slot));
+                        self.zap_entry(tree.id, &mut state, page, slot, &guard);
+                    }
+                    SplitPolicy::Eager => {
+                        self.counters.splits.fetch_add(1, Ordering::Relaxed);
+                        self.split_leaf(tree.id, &mut state, page, slot, &guard);
                     }
                 }
             }
         }
-    }
-
-    /// Clears one entry, dropping the subtree it alone linked to.
-    fn zap_entry(&self, state: &mut State, id: PageId, slot: usize) {
-        let spte = state.page(id).sptes[slot];
-        state.page_mut(id).sptes[slot] = Spte::default();
-        if spte.is_leaf() && state.page(id).role.level() > 1 {
-            Self::forget_large(state, spte.gfn(), id, slot);
-        }
-        if spte.is_present() && !spte.is_leaf() {
-            let child = spte.child();
-            let page = state.page_mut(child);
-            page.parents
-                .retain(|&(parent, at)| (parent, at) != (id, slot as u16));
-            if page.parents.is_empty() && page.root_count == 0 {
-                self.zap_page(state, child);
-            }
-        }
-    }
-
-    /// Frees a page that nothing links to and no root cache holds, with its orphaned children.
-    fn zap_page(&self, state: &mut State, id: PageId) {
-        for slot in 0..ENTRIES {
-            self.zap_entry(state, id, slot);
-        }
-        let page = state.pages[id as usize].take().expect("live shadow page");
-        state.hash.remove(&(page.gfn, page.role));
-        if !page.role.is_direct()
-            && let Entry::Occupied(mut e) = state.tracked.entry(page.gfn)
-        {
-            e.get_mut().retain(|&other| other != id);
-            if e.get().is_empty() {
-                e.remove();
-            }
-        }
-        state.free.push(id);
-        self.counters.pages_zapped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Removes a large leaf from the reverse map.
-    fn forget_large(state: &mut State, base: Gfn, id: PageId, slot: usize) {
-        if let Entry::Occupied(mut e) = state.large.entry(base) {
-            e.get_mut().retain(|&leaf| leaf != (id, slot as u16));
-            if e.get().is_empty() {
-                e.remove();
-            }
-        }
-    }
-
-    /// Splits every large leaf mapping a frame in `range`, as enabling dirty logging on a slot
-    /// does, by `policy`. Returns the number of large leaves split.
-    pub fn split_large(&self, range: std::ops::Range<Gfn>, policy: SplitPolicy) -> usize {
-        let mut state = self.state.write();
-        let first = Gfn(range.start.0 & !(frames_at(3) - 1));
-        let leaves: Vec<(Gfn, PageId, u16)> = state
-            .large
-            .range(first..range.end)
-            .flat_map(|(&base, leaves)| leaves.iter().map(move |&(id, slot)| (base, id, slot)))
-            .filter(|&(base, id, _)| {
-                base.0 + frames_at(state.page(id).role.level()) > range.start.0
-            })
-            .collect();
-        for &(_, id, slot) in &leaves {
-            match policy {
-                SplitPolicy::Lazy => {
-                    self.counters.splits.fetch_add(1, Ordering::Relaxed);
-                    self.zap_entry(&mut state, id, usize::from(slot));
-                }
-                SplitPolicy::Eager => {
-                    self.counters.splits.fetch_add(1, Ordering::Relaxed);
-                    self.split_leaf(&mut state, id, usize::from(slot));
-                }
-                SplitPolicy::Keep => {}
-            }
-        }
         self.request_flush();
-        leaves.len()
+        found
     }
 
-    /// Replaces the large leaf at `slot` of page `id` by a direct page holding all its pieces,
+    /// Replaces the large leaf at `slot` of `page` by a direct page holding all its pieces,
     /// themselves split down to 4 KiB.
-    fn split_leaf(&self, state: &mut State, id: PageId, slot: usize) {
-        let spte = state.page(id).sptes[slot];
-        let role = state.page(id).role;
-        let level = role.level();
-        Self::forget_large(state, spte.gfn(), id, slot);
-        let child_role = role.direct(level - 1, spte.access().bits());
-        let child = self.get_or_create(state, spte.gfn(), child_role);
+    fn split_leaf(
+        &self,
+        root: u32,
+        state: &mut TreeState,
+        page: PagePtr,
+        slot: usize,
+        guard: &Guard,
+    ) {
+        // SAFETY: a page of this tree, under its lock.
+        let shadow = unsafe { Self::page(page) };
+        let spte = shadow.get(slot);
+        let level = shadow.role.level();
+        forget_large(state, spte.gfn(), page, slot);
+        let child_role = shadow.role.direct(level - 1, spte.access().bits());
+        let child = self.child_page(root, state, spte.gfn(), child_role, guard);
+        // SAFETY: just made or found in this tree, under its lock.
+        let child_page = unsafe { Self::page(child) };
         let piece = frames_at(level - 1);
-        for n in 0..ENTRIES as u64 {
-            let gfn = Gfn(spte.gfn().0 + n * piece);
-            state.page_mut(child).sptes[n as usize] = spte.with_gfn(gfn);
+        for n in 0..ENTRIES {
+            let gfn = Gfn(spte.gfn().0 + n as u64 * piece);
+            child_page.set(n, spte.with_gfn(gfn));
             if level - 1 > 1 {
                 state.large.entry(gfn).or_default().push((child, n as u16));
-                self.split_leaf(state, child, n as usize);
+                self.split_leaf(root, state, child, n, guard);
             }
         }
-        state.page_mut(child).parents.push((id, slot as u16));
-        state.page_mut(id).sptes[slot] = Spte::link(child);
+        state
+            .parents
+            .entry(child)
+            .or_default()
+            .push((page, slot as u16));
+        shadow.set(slot, Spte::link(Shared::from(child as *const ShadowPage)));
     }
 
-    /// Empties every page's entries (roots stay, empty), as a memslot removal requires.
+    /// Empties every root (the roots themselves stay, empty), as a memslot removal requires.
     pub fn zap_all(&self) {
-        let mut state = self.state.write();
-        let roots: Vec<PageId> = (0..state.pages.len() as PageId)
-            .filter(|&id| {
-                state.pages[id as usize]
-                    .as_ref()
-                    .is_some_and(|p| p.root_count > 0)
-            })
-            .collect();
-        for root in roots {
+        let roots = self.roots.write();
+        let guard = epoch::pin();
+        for tree in roots.values() {
+            let mut state = tree.state.lock();
             for slot in 0..ENTRIES {
-                self.zap_entry(&mut state, root, slot);
+                self.zap_entry(tree.id, &mut state, tree.top, slot, &guard);
             }
         }
         self.request_flush();
+    }
+}
+
+impl Drop for ShadowMmu {
+    fn drop(&mut self) {
+        // The roots still in the set go with the MMU.
+        let trees: Vec<Arc<RootTree>> = self.roots.get_mut().drain().map(|(_, t)| t).collect();
+        for tree in trees {
+            self.free_tree(&tree);
+        }
+    }
+}
+
+/// Removes a large leaf from a tree's reverse map.
+fn forget_large(state: &mut TreeState, base: Gfn, page: PagePtr, slot: usize) {
+    if let Entry::Occupied(mut e) = state.large.entry(base) {
+        e.get_mut().retain(|&leaf| leaf != (page, slot as u16));
+        if e.get().is_empty() {
+            e.remove();
+        }
+    }
+}
+
+impl crate::memslot::WriteTracker for ShadowMmu {
+    /// Every store through the memslots (the interpreter's slow path, devices, a debugger,
+    /// a loader): cached decodes of the frames written go stale, and shadow entries mirroring
+    /// guest entries written are zapped.
+    fn wrote(&self, gpa: Gpa, len: usize) {
+        let end = gpa.0 + len.max(1) as u64;
+        let mut at = gpa.0;
+        while at < end {
+            let page_end = (at | 0xfff) + 1;
+            let chunk = (end.min(page_end) - at) as usize;
+            self.code_written(Gpa(at).gfn());
+            self.guest_wrote(Gpa(at), chunk);
+            at = page_end;
+        }
     }
 }

@@ -25,7 +25,7 @@ use crate::addr::{Gfn, Gpa, Gva, PAGE_SHIFT};
 use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
 use crate::paging::{PTE_DIRTY, PagingMode};
 use crate::role::{CpuRole, PageRole};
-use crate::shadow::{PageId, ShadowMmu, Spte};
+use crate::shadow::{RootHandle, ShadowMmu, Spte};
 use crate::tlb::{Mapping, NO_ROOT, Tlb, access_bit, every_access};
 use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 
@@ -56,11 +56,10 @@ pub struct MmuCounters {
     pub root_misses: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
 struct Root {
     cr3: u64,
     role: PageRole,
-    page: PageId,
+    tree: RootHandle,
 }
 
 /// One vCPU's MMU.
@@ -177,7 +176,7 @@ impl VcpuMmu {
     pub fn invlpg(&mut self, gva: Gva) {
         if self.shadowing {
             self.tlb
-                .flush_page(gva, self.roots.iter().map(|root| root.page));
+                .flush_page(gva, self.roots.iter().map(|root| root.tree.id()));
         } else {
             self.flush_tlb();
         }
@@ -204,20 +203,20 @@ impl VcpuMmu {
             return;
         }
         self.counters.root_misses += 1;
-        let page = self.shadow.get_root(Gpa(cr3).gfn(), role);
-        self.roots.insert(0, Root { cr3, role, page });
+        let tree = self.shadow.get_root(Gpa(cr3).gfn(), role);
+        self.roots.insert(0, Root { cr3, role, tree });
         if self.roots.len() > ROOT_CACHE_SIZE {
+            // Root ids are never reused, so the evicted root's TLB entries can never hit again:
+            // they need no flush.
             let evicted = self.roots.pop().expect("more roots than the cache holds");
-            self.shadow.put_root(evicted.page);
-            // The evicted root's page id may be reused for another root: its TLB entries go.
-            self.flush_tlb();
+            self.shadow.put_root(evicted.tree);
         }
     }
 
     /// The TLB tag of the current root.
     fn root_tag(&self) -> u32 {
         if self.shadowing {
-            self.roots[0].page
+            self.roots[0].tree.id()
         } else {
             NO_ROOT
         }
@@ -238,8 +237,8 @@ impl VcpuMmu {
     /// A TLB miss: the shadow tree, else a guest walk.
     fn translate_slow(&mut self, gva: Gva, access: Access, tag: u32) -> Result<Mapping, PageFault> {
         let spte = if self.shadowing {
-            let root = self.roots[0].page;
-            match self.shadow.lookup(root, gva) {
+            let root = self.roots[0].tree.clone();
+            match self.shadow.lookup(&root, gva) {
                 Some(spte) if self.allows(spte, access) => {
                     self.counters.shadow_hits += 1;
                     spte
@@ -247,7 +246,7 @@ impl VcpuMmu {
                 _ => {
                     let translation = self.walk(gva, access)?;
                     let max_level = self.max_mapping_level(&translation);
-                    self.shadow.install(root, gva, &translation, max_level)
+                    self.shadow.install(&root, gva, &translation, max_level)
                 }
             }
         } else {
