@@ -59,7 +59,7 @@ fn memory() -> Arc<Memslots> {
     write(0x2008, 0x4000 | 0x3);
     for n in 0..512 {
         write(0x3000 + 8 * n, (n << 21) | 0x83);
-        write(0x4000 + 8 * n, DATA + (n << 21) | 0x83);
+        write(0x4000 + 8 * n, (DATA + (n << 21)) | 0x83);
     }
     // mov rax, 1 GiB; mov rbx, 2 GiB; 1: mov [rax], rax; add rax, 4096; cmp rax, rbx; jb 1b; hlt
     let mut code = vec![0x48, 0xb8];
