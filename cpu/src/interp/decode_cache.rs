@@ -57,7 +57,13 @@ impl DecodeCache {
 
     /// Caches `instruction`, decoded at `gpa` in a `bitness`-bit code segment at code
     /// `generation`.
-    pub(crate) fn insert(&mut self, gpa: Gpa, bitness: u32, generation: u64, instruction: Instruction) {
+    pub(crate) fn insert(
+        &mut self,
+        gpa: Gpa,
+        bitness: u32,
+        generation: u64,
+        instruction: Instruction,
+    ) {
         self.entries[Self::slot(gpa)] = Entry {
             gpa: gpa.0,
             bitness,
