@@ -74,6 +74,9 @@ pub struct VcpuMmu {
     /// Most recently used first; the first is the current root when shadow paging is in use.
     roots: Vec<Root>,
     shadowing: bool,
+    /// The current root's TLB tag.
+    tag: u32,
+    large_leaves: bool,
     pins: Vec<Arc<Memslot>>,
     counters: MmuCounters,
 }
@@ -91,6 +94,8 @@ impl VcpuMmu {
             tlb: Tlb::new(),
             roots: Vec::with_capacity(ROOT_CACHE_SIZE + 1),
             shadowing: false,
+            tag: NO_ROOT,
+            large_leaves: true,
             pins: Vec::new(),
             counters: MmuCounters::default(),
         };
@@ -133,6 +138,13 @@ impl VcpuMmu {
             self.pins.clear();
             self.flush_tlb();
         }
+    }
+
+    /// Chooses how guest large pages are shadowed: by one large leaf, split on demand where a
+    /// frame inside must be tracked (the default), or always in 4 KiB pieces, split up front
+    /// (seed 004 compares the two for the host's direct map).
+    pub fn set_large_leaves(&mut self, on: bool) {
+        self.large_leaves = on;
     }
 
     /// Drops every TLB entry.
@@ -184,6 +196,12 @@ impl VcpuMmu {
 
     /// Makes the root for the current CR3 and role current, from the cache if it is there.
     fn load_root(&mut self) {
+        self.switch_root();
+        self.update_tag();
+    }
+
+    /// [`VcpuMmu::load_root`] without the tag update.
+    fn switch_root(&mut self) {
         let mode = self.walker.role().paging_mode();
         self.shadowing = matches!(mode, PagingMode::Level4 | PagingMode::Level5);
         if !self.shadowing {
@@ -213,13 +231,18 @@ impl VcpuMmu {
         }
     }
 
-    /// The TLB tag of the current root.
+    /// The TLB tag of the current root, kept in a field so that a TLB hit reads no further.
     fn root_tag(&self) -> u32 {
-        if self.shadowing {
+        self.tag
+    }
+
+    /// Recomputes the TLB tag after the current root changed.
+    fn update_tag(&mut self) {
+        self.tag = if self.shadowing {
             self.roots[0].tree.id()
         } else {
             NO_ROOT
-        }
+        };
     }
 
     /// Translates `gva` for `access`: where it goes, or the page fault it raises.
@@ -266,7 +289,7 @@ impl VcpuMmu {
     /// large leaf only if its whole region is RAM of one slot that does not log dirty pages
     /// (dirty pages are logged in 4 KiB pieces).
     fn max_mapping_level(&self, translation: &crate::walker::Translation) -> u8 {
-        if translation.level <= 1 {
+        if translation.level <= 1 || !self.large_leaves {
             return 1;
         }
         let frames = translation.page_size.bytes() >> PAGE_SHIFT;
