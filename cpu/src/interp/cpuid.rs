@@ -69,15 +69,18 @@ mod leaf1_ecx {
     /// instructions on the host: advertised only where the host has them.
     pub fn sse_extensions() -> u32 {
         use std::arch::is_x86_feature_detected as has;
-        [
-            (has!("sse3"), SSE3),
-            (has!("ssse3"), SSSE3),
-            (has!("sse4.1"), SSE4_1),
-            (has!("sse4.2"), SSE4_2),
-        ]
-        .iter()
-        .filter(|(present, _)| *present)
-        .fold(0, |bits, (_, bit)| bits | bit)
+        static EXTENSIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        *EXTENSIONS.get_or_init(|| {
+            [
+                (has!("sse3"), SSE3),
+                (has!("ssse3"), SSSE3),
+                (has!("sse4.1"), SSE4_1),
+                (has!("sse4.2"), SSE4_2),
+            ]
+            .iter()
+            .filter(|(present, _)| *present)
+            .fold(0, |bits, (_, bit)| bits | bit)
+        })
     }
 }
 
@@ -110,12 +113,10 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf {
         0 => [7, word(VENDOR, 0), word(VENDOR, 8), word(VENDOR, 4)],
         // EBX: CLFLUSH line size 8 * 8 = 64 bytes, one logical processor, APIC ID 0.
-        1 => [
-            SIGNATURE,
-            0x0001_0800,
-            leaf1_ecx::ALL | leaf1_ecx::sse_extensions(),
-            leaf1_edx::ALL,
-        ],
+        1 => {
+            let (ecx, edx) = leaf1_features();
+            [SIGNATURE, 0x0001_0800, ecx, edx]
+        }
         7 if subleaf == 0 => [
             0,
             leaf7::EBX_SMEP | leaf7::EBX_INVPCID | leaf7::EBX_SMAP,
@@ -144,11 +145,16 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     }
 }
 
+/// The feature bits of leaf 1: ECX and EDX.
+fn leaf1_features() -> (u32, u32) {
+    (leaf1_ecx::ALL | leaf1_ecx::sse_extensions(), leaf1_edx::ALL)
+}
+
 /// Whether the CPU advertises `feature`, one of those the x87, MMX and SSE instructions need
 /// (any other is not advertised).
 pub fn advertises(feature: CpuidFeature) -> bool {
     use CpuidFeature::*;
-    let [_, _, ecx, edx] = cpuid(1, 0);
+    let (ecx, edx) = leaf1_features();
     let (register, bit) = match feature {
         FPU | FPU287 | FPU387 => (edx, leaf1_edx::FPU),
         CMOV => (edx, leaf1_edx::CMOV),
