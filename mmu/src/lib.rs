@@ -5,6 +5,7 @@
 //! - [`paging`]: paging-structure entry bits, paging modes, page sizes, canonical addresses.
 //! - [`role`]: the CPU role, every CR0/CR4/EFER bit that changes how page tables are read.
 //! - [`walker`]: the guest page-table walker, the reference translation with exact #PF codes.
+//! - [`counters`]: the per-vCPU MMU counters, summed on read.
 //! - [`shadow`]: shadow pages, the VM-wide cache of guest translations, kept coherent by
 //!   write-tracking the guest's page tables.
 //! - [`tlb`]: the per-vCPU software TLB, tagged by root.
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod counters;
 pub mod memslot;
 pub mod paging;
 pub mod role;

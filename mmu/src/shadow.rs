@@ -288,6 +288,8 @@ pub struct ShadowMmu {
     code_generation: AtomicU64,
     pages_alive: AtomicU64,
     counters: Counters,
+    /// Every vCPU's counters, summed on read.
+    vcpus: Mutex<Vec<std::sync::Weak<crate::counters::VcpuCounters>>>,
 }
 
 impl ShadowMmu {
@@ -305,6 +307,22 @@ impl ShadowMmu {
     /// Makes every vCPU drop its TLB at its next instruction boundary.
     pub fn request_flush(&self) {
         self.flush_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Registers a vCPU's counters, to be summed by [`ShadowMmu::vcpu_totals`].
+    pub fn register_vcpu(&self, counters: &Arc<crate::counters::VcpuCounters>) {
+        let mut vcpus = self.vcpus.lock();
+        vcpus.retain(|weak| weak.strong_count() > 0);
+        vcpus.push(Arc::downgrade(counters));
+    }
+
+    /// The counters of every vCPU of the VM, summed.
+    pub fn vcpu_totals(&self) -> crate::counters::MmuCounters {
+        let mut total = crate::counters::MmuCounters::default();
+        for vcpu in self.vcpus.lock().iter().filter_map(|weak| weak.upgrade()) {
+            total += vcpu.snapshot();
+        }
+        total
     }
 
     /// The counters and page counts.

@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use crate::addr::{Gfn, Gpa, Gva, PAGE_SHIFT};
+use crate::counters::{VcpuCounters, bump};
 use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
 use crate::paging::{PTE_DIRTY, PagingMode};
 use crate::role::{CpuRole, PageRole};
@@ -35,26 +36,7 @@ pub const ROOT_CACHE_SIZE: usize = 4;
 /// CR3's page-table address bits.
 const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
-/// A vCPU's MMU counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MmuCounters {
-    /// Translations the TLB answered.
-    pub tlb_hits: u64,
-    /// Translations the TLB could not answer.
-    pub tlb_misses: u64,
-    /// Whole-TLB flushes.
-    pub tlb_flushes: u64,
-    /// TLB misses the shadow tree answered.
-    pub shadow_hits: u64,
-    /// Guest page walks.
-    pub walks: u64,
-    /// Page faults raised.
-    pub page_faults: u64,
-    /// Root switches that found the root cached.
-    pub root_hits: u64,
-    /// Root switches that had to take a new root.
-    pub root_misses: u64,
-}
+pub use crate::counters::MmuCounters;
 
 struct Root {
     cr3: u64,
@@ -78,12 +60,14 @@ pub struct VcpuMmu {
     tag: u32,
     large_leaves: bool,
     pins: Vec<Arc<Memslot>>,
-    counters: MmuCounters,
+    counters: Arc<VcpuCounters>,
 }
 
 impl VcpuMmu {
     /// The MMU of a vCPU in `walker`'s state, over `memslots`, sharing `shadow`.
     pub fn new(walker: Walker, shadow: Arc<ShadowMmu>, memslots: Arc<Memslots>) -> VcpuMmu {
+        let counters = Arc::new(VcpuCounters::default());
+        shadow.register_vcpu(&counters);
         let mut mmu = VcpuMmu {
             walker,
             tlb_generation: shadow.flush_generation(),
@@ -97,7 +81,7 @@ impl VcpuMmu {
             tag: NO_ROOT,
             large_leaves: true,
             pins: Vec::new(),
-            counters: MmuCounters::default(),
+            counters,
         };
         mmu.load_root();
         mmu
@@ -113,9 +97,14 @@ impl VcpuMmu {
         &self.memslots
     }
 
-    /// The counters.
+    /// The counters now.
     pub fn counters(&self) -> MmuCounters {
-        self.counters
+        self.counters.snapshot()
+    }
+
+    /// The live counters, for a thread that watches this vCPU.
+    pub fn live_counters(&self) -> &Arc<VcpuCounters> {
+        &self.counters
     }
 
     /// The shadow MMU this vCPU shares.
@@ -150,7 +139,7 @@ impl VcpuMmu {
     /// Drops every TLB entry.
     pub fn flush_tlb(&mut self) {
         self.tlb.flush();
-        self.counters.tlb_flushes += 1;
+        bump!(self.counters, tlb_flushes);
     }
 
     /// CR0, CR4 or EFER changed: switches to the root for the new role.
@@ -217,10 +206,10 @@ impl VcpuMmu {
         {
             let root = self.roots.remove(at);
             self.roots.insert(0, root);
-            self.counters.root_hits += 1;
+            bump!(self.counters, root_hits);
             return;
         }
-        self.counters.root_misses += 1;
+        bump!(self.counters, root_misses);
         let tree = self.shadow.get_root(Gpa(cr3).gfn(), role);
         self.roots.insert(0, Root { cr3, role, tree });
         if self.roots.len() > ROOT_CACHE_SIZE {
@@ -250,10 +239,10 @@ impl VcpuMmu {
     pub fn translate(&mut self, gva: Gva, access: Access) -> Result<Mapping, PageFault> {
         let tag = self.root_tag();
         if let Some(mapping) = self.tlb.lookup(gva, tag, access) {
-            self.counters.tlb_hits += 1;
+            bump!(self.counters, tlb_hits);
             return Ok(mapping);
         }
-        self.counters.tlb_misses += 1;
+        bump!(self.counters, tlb_misses);
         self.translate_slow(gva, access, tag)
     }
 
@@ -263,7 +252,7 @@ impl VcpuMmu {
             let root = self.roots[0].tree.clone();
             match self.shadow.lookup(&root, gva) {
                 Some(spte) if self.allows(spte, access) => {
-                    self.counters.shadow_hits += 1;
+                    bump!(self.counters, shadow_hits);
                     spte
                 }
                 _ => {
@@ -307,10 +296,19 @@ impl VcpuMmu {
 
     /// A guest walk that sets A/D bits, counted.
     fn walk(&mut self, gva: Gva, access: Access) -> Result<crate::walker::Translation, PageFault> {
-        self.counters.walks += 1;
+        bump!(self.counters, walks);
         self.walker
             .walk(&*self.memslots, gva, access, WalkMode::Update)
-            .inspect_err(|_| self.counters.page_faults += 1)
+            .inspect_err(|fault| {
+                let cells = &self.counters;
+                if fault.error_code & PageFault::RSVD != 0 {
+                    bump!(cells, faults_reserved);
+                } else if fault.error_code & PageFault::PRESENT != 0 {
+                    bump!(cells, faults_protection);
+                } else {
+                    bump!(cells, faults_not_present);
+                }
+            })
     }
 
     /// Whether `spte` lets `access` through without a walk: the rights allow it, and a write
@@ -342,6 +340,7 @@ impl VcpuMmu {
             _ => allowed & !writes,
         };
         self.tlb.fill(gva, tag, gfn, allowed, direct, host);
+        bump!(self.counters, tlb_fills);
         let offset = gva.0 & 0xfff;
         let bit = access_bit(access);
         Mapping {

@@ -293,3 +293,22 @@ fn a_page_table_flooded_by_stores_is_zapped_and_untracked() {
     );
     assert!(mmu.shadow().is_tracked(Gfn(8)));
 }
+
+#[test]
+fn counters_are_per_vcpu_and_summed_on_read() {
+    let (memslots, mut first) = machine();
+    let mut second = VcpuMmu::new(first.walker().clone(), first.shadow().clone(), memslots);
+    let read = access(0, false);
+    first.translate(Gva(0), read).unwrap();
+    first.translate(Gva(0), read).unwrap();
+    second.translate(Gva(0x1000), read).unwrap();
+    assert_eq!(first.counters().tlb_hits, 1);
+    assert_eq!(second.counters().tlb_hits, 0);
+    let total = first.shadow().vcpu_totals();
+    assert_eq!(total.walks, 2);
+    assert_eq!(total.tlb_misses, 2);
+    assert_eq!(total.tlb_fills, 2);
+    // A fault is counted by its kind: entry 4 of the PT is not present.
+    assert!(second.translate(Gva(0x4000), read).is_err());
+    assert_eq!(first.shadow().vcpu_totals().faults_not_present, 1);
+}

@@ -213,9 +213,13 @@ impl Vcpu for EmuVcpu {
         let shadow = self.shadow.stats();
         vec![
             ("guest_walks", vcpu.walks),
-            ("page_faults", vcpu.page_faults),
+            ("page_faults", vcpu.page_faults()),
+            ("faults_not_present", vcpu.faults_not_present),
+            ("faults_protection", vcpu.faults_protection),
+            ("faults_reserved", vcpu.faults_reserved),
             ("tlb_hits", vcpu.tlb_hits),
             ("tlb_misses", vcpu.tlb_misses),
+            ("tlb_fills", vcpu.tlb_fills),
             ("tlb_flushes", vcpu.tlb_flushes),
             ("shadow_hits", vcpu.shadow_hits),
             ("root_hits", vcpu.root_hits),
