@@ -57,6 +57,10 @@ use crate::walker::{PteAccess, Translation};
 /// Entries per shadow page.
 pub const ENTRIES: usize = 512;
 
+/// Roots kept for reuse after vCPUs evicted them from their caches (see
+/// [`ShadowMmu::put_root`]).
+pub const PARKED_ROOTS: usize = 64;
+
 /// Stores to a guest table with no translation through it in between, after which its shadow
 /// page is zapped instead of updated: the guest is likely reusing the frame as data (KVM's
 /// threshold too).
@@ -209,6 +213,8 @@ struct TreeState {
 pub struct RootTree {
     id: u32,
     top: PagePtr,
+    /// The guest table and role the root shadows.
+    key: (Gfn, PageRole),
     /// The root's fault lock.
     state: Mutex<TreeState>,
 }
@@ -288,6 +294,8 @@ pub struct ShadowMmu {
     code_generation: AtomicU64,
     pages_alive: AtomicU64,
     counters: Counters,
+    /// Roots no vCPU caches, kept for reuse, least recently parked first.
+    parked: Mutex<Vec<RootHandle>>,
     /// Every vCPU's counters, summed on read.
     vcpus: Mutex<Vec<std::sync::Weak<crate::counters::VcpuCounters>>>,
 }
@@ -341,14 +349,21 @@ impl ShadowMmu {
         }
     }
 
-    /// A new root shadowing the guest top-level table at `gfn`, for a vCPU's root cache.
+    /// A root shadowing the guest top-level table at `gfn`, for a vCPU's root cache: a parked
+    /// one if there is one for (`gfn`, `role`), with all its translations, else a new one.
     pub fn get_root(&self, gfn: Gfn, role: PageRole) -> RootHandle {
+        let mut parked = self.parked.lock();
+        if let Some(at) = parked.iter().position(|tree| tree.key == (gfn, role)) {
+            return parked.remove(at);
+        }
+        drop(parked);
         let id = self.next_root_id.fetch_add(1, Ordering::Relaxed);
         let guard = epoch::pin();
         let top = self.new_page(gfn, role, &guard);
         let tree = Arc::new(RootTree {
             id,
             top,
+            key: (gfn, role),
             state: Mutex::new(TreeState::default()),
         });
         tree.state.lock().hash.insert((gfn, role), top);
@@ -357,10 +372,20 @@ impl ShadowMmu {
         tree
     }
 
-    /// Drops a root a vCPU no longer caches: its pages go, freed once no walker can see them.
+    /// Takes back a root a vCPU no longer caches. It is parked: it stays in the set of roots,
+    /// so stores to guest tables keep it coherent, and the next [`ShadowMmu::get_root`] for
+    /// the same table and role gets it back with its translations (KVM finds the pages of an
+    /// unloaded root in its hash the same way). Past [`PARKED_ROOTS`], the least recently
+    /// parked root goes, its pages freed once no walker can see them.
     pub fn put_root(&self, root: RootHandle) {
-        self.roots.write().remove(&root.id);
-        self.free_tree(&root);
+        let mut parked = self.parked.lock();
+        parked.push(root);
+        if parked.len() > PARKED_ROOTS {
+            let oldest = parked.remove(0);
+            drop(parked);
+            self.roots.write().remove(&oldest.id);
+            self.free_tree(&oldest);
+        }
     }
 
     /// Frees every page of a tree no longer in the set of roots.
