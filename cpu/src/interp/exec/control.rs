@@ -303,23 +303,7 @@ impl Interpreter {
             return Ok(());
         }
         let rpl = (selector & 3) as u8;
-        if rpl < self.cpl || selector & 0xfffc == 0 {
-            return Err(Exception::gp(selector_error(selector)));
-        }
-        let descriptor = self.read_descriptor(selector)?;
-        let error = selector_error(selector);
-        let allowed = descriptor.is_code()
-            && if descriptor.is_conforming() {
-                descriptor.dpl() <= rpl
-            } else {
-                descriptor.dpl() == rpl
-            };
-        if !allowed {
-            return Err(Exception::gp(error));
-        }
-        if !descriptor.present() {
-            return Err(Exception::np(error));
-        }
+        let descriptor = self.return_code_segment(selector)?;
         if rpl == self.cpl {
             self.mark_descriptor_accessed(selector, descriptor)?;
             self.set_code_segment(selector, descriptor, rpl);
@@ -337,6 +321,31 @@ impl Interpreter {
         self.next_rip = offset & size_mask(size);
         self.invalidate_data_segments();
         Ok(())
+    }
+
+    /// Reads and checks the code segment a far return or IRET returns to (SDM, RET and IRET
+    /// operation): a non-null selector whose RPL is not below the CPL, naming a present code
+    /// segment whose DPL equals the RPL (or, if conforming, is at most the RPL).
+    fn return_code_segment(&mut self, selector: u16) -> Result<Descriptor, Exception> {
+        let rpl = (selector & 3) as u8;
+        let error = selector_error(selector);
+        if selector & 0xfffc == 0 || rpl < self.cpl {
+            return Err(Exception::gp(error));
+        }
+        let descriptor = self.read_descriptor(selector)?;
+        let allowed = descriptor.is_code()
+            && if descriptor.is_conforming() {
+                descriptor.dpl() <= rpl
+            } else {
+                descriptor.dpl() == rpl
+            };
+        if !allowed {
+            return Err(Exception::gp(error));
+        }
+        if !descriptor.present() {
+            return Err(Exception::np(error));
+        }
+        Ok(descriptor)
     }
 
     /// Loads SS:rSP for a return to an outer privilege level (the CPL is already the new one).
@@ -417,23 +426,7 @@ impl Interpreter {
             return self.iret_to_v86(rip, selector, flags);
         }
         let rpl = (selector & 3) as u8;
-        if selector & 0xfffc == 0 || rpl < self.cpl {
-            return Err(Exception::gp(selector_error(selector)));
-        }
-        let descriptor = self.read_descriptor(selector)?;
-        let error = selector_error(selector);
-        let allowed = descriptor.is_code()
-            && if descriptor.is_conforming() {
-                descriptor.dpl() <= rpl
-            } else {
-                descriptor.dpl() == rpl
-            };
-        if !allowed {
-            return Err(Exception::gp(error));
-        }
-        if !descriptor.present() {
-            return Err(Exception::np(error));
-        }
+        let descriptor = self.return_code_segment(selector)?;
         let long = self.mode() == CpuMode::Long;
         let to_64 = long && descriptor.to_segment(selector).l;
         let rip = if to_64 {
