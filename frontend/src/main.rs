@@ -10,6 +10,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use umbra::accel;
 use umbra::cli::{Cli, Command, FirmwareCommand, RunArgs, SerialTarget};
+use umbra::gdb::target::MachineView;
 use umbra::machine::{Machine, MachineConfig, MachineError};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
 use umbra::rom::RomImage;
@@ -71,8 +72,10 @@ fn main() -> ExitCode {
 }
 
 fn list_firmware() -> u8 {
-    for image in umbra_firmware::builtin() {
-        println!("{:<16} {}", image.name, image.summary);
+    let images = umbra_firmware::builtin();
+    let width = images.iter().map(|image| image.name.len()).max().unwrap_or(0);
+    for image in images {
+        println!("{:<width$}  {}", image.name, image.summary);
     }
     0
 }
@@ -99,6 +102,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
                 .map_err(Failure::bad_input)?,
         ),
     };
+    let gdb = args.gdb_address();
+    if args.wait_for_gdb && gdb.is_none() {
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "-S waits for gdb to start the guest: give -s or --gdb too"
+        )));
+    }
     let choice = accel::choose(args.accel).map_err(Failure::runtime)?;
     eprintln!("umbra: accel {}", choice.reason);
     let config = MachineConfig {
@@ -112,6 +121,23 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         other => Failure::runtime(other),
     })?;
+    if let Some(address) = gdb {
+        let control = machine.debug_control(args.wait_for_gdb);
+        let view = MachineView {
+            memslots: machine.memslots().clone(),
+            vm: machine.vm().clone(),
+            backend: choice.hypervisor.name(),
+        };
+        umbra::gdb::serve(&address, control, view)
+            .with_context(|| format!("cannot listen for gdb on {address}"))
+            .map_err(Failure::bad_input)?;
+        let waiting = if args.wait_for_gdb {
+            "; the guest waits for gdb to start it"
+        } else {
+            ""
+        };
+        eprintln!("umbra: gdb: listening on {address}{waiting}");
+    }
     let outcome = machine.run().map_err(Failure::runtime)?;
     eprintln!("{}", summary_line(choice.hypervisor.name(), &outcome));
     if args.stats {
