@@ -213,6 +213,8 @@ struct TreeState {
 pub struct RootTree {
     id: u32,
     top: PagePtr,
+    /// The MMU generation the tree's contents belong to: see [`ShadowMmu::zap_all`].
+    generation: AtomicU64,
     /// The guest table and role the root shadows.
     key: (Gfn, PageRole),
     /// The root's fault lock.
@@ -294,6 +296,8 @@ pub struct ShadowMmu {
     code_generation: AtomicU64,
     pages_alive: AtomicU64,
     counters: Counters,
+    /// The generation every tree's contents must belong to (KVM's `mmu_valid_gen`).
+    valid_generation: AtomicU64,
     /// Roots no vCPU caches, kept for reuse, least recently parked first.
     parked: Mutex<Vec<RootHandle>>,
     /// Every vCPU's counters, summed on read.
@@ -363,6 +367,7 @@ impl ShadowMmu {
         let tree = Arc::new(RootTree {
             id,
             top,
+            generation: AtomicU64::new(self.valid_generation.load(Ordering::Acquire)),
             key: (gfn, role),
             state: Mutex::new(TreeState::default()),
         });
@@ -435,6 +440,11 @@ impl ShadowMmu {
     /// The leaf entry mapping the 4 KiB page of `gva` under `root`, if the shadow tree has
     /// one (for a large leaf, the entry for that page inside it). Takes no lock.
     pub fn lookup(&self, root: &RootTree, gva: Gva) -> Option<Spte> {
+        if root.generation.load(Ordering::Acquire) != self.valid_generation.load(Ordering::Acquire)
+        {
+            // An obsolete tree answers nothing; the fault that follows empties it.
+            return None;
+        }
         // Pinned for the whole walk: no page the walk reaches is freed before it unpins.
         let _pinned = epoch::pin();
         let mut page = Shared::<ShadowPage>::from(root.top as *const ShadowPage);
@@ -483,6 +493,13 @@ impl ShadowMmu {
         let _mmu = self.roots.read();
         let mut state = root.state.lock();
         let guard = epoch::pin();
+        let valid = self.valid_generation.load(Ordering::Acquire);
+        if root.generation.load(Ordering::Acquire) != valid {
+            for slot in 0..ENTRIES {
+                self.zap_entry(root.id, &mut state, root.top, slot, &guard);
+            }
+            root.generation.store(valid, Ordering::Release);
+        }
         let leaf = Spte::leaf(
             translation.gpa.gfn(),
             translation.access,
@@ -816,16 +833,11 @@ impl ShadowMmu {
         shadow.set(slot, Spte::link(Shared::from(child as *const ShadowPage)));
     }
 
-    /// Empties every root (the roots themselves stay, empty), as a memslot removal requires.
+    /// Makes every root's contents obsolete, as a memslot removal requires (KVM's zap-all by
+    /// `mmu_valid_gen`): O(1) here; each root is emptied at its next fault, under its own lock,
+    /// and answers no lookup until then.
     pub fn zap_all(&self) {
-        let roots = self.roots.write();
-        let guard = epoch::pin();
-        for tree in roots.values() {
-            let mut state = tree.state.lock();
-            for slot in 0..ENTRIES {
-                self.zap_entry(tree.id, &mut state, tree.top, slot, &guard);
-            }
-        }
+        self.valid_generation.fetch_add(1, Ordering::AcqRel);
         self.request_flush();
     }
 }

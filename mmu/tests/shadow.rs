@@ -312,3 +312,23 @@ fn counters_are_per_vcpu_and_summed_on_read() {
     assert!(second.translate(Gva(0x4000), read).is_err());
     assert_eq!(first.shadow().vcpu_totals().faults_not_present, 1);
 }
+
+#[test]
+fn zap_all_makes_every_root_obsolete_at_once() {
+    let (_memslots, mut mmu) = machine();
+    let read = access(0, false);
+    for page in 0..4 {
+        mmu.translate(Gva(page << 12), read).unwrap();
+    }
+    let walks = mmu.counters().walks;
+    mmu.shadow().zap_all();
+    mmu.begin_instruction();
+    for page in 0..4 {
+        mmu.translate(Gva(page << 12), read).unwrap();
+    }
+    assert_eq!(mmu.counters().walks - walks, 4, "every translation walks again");
+    // The root was emptied once, at its first fault, and is current again.
+    mmu.begin_instruction();
+    mmu.translate(Gva(0), read).unwrap();
+    assert_eq!(mmu.counters().walks - walks, 4);
+}
