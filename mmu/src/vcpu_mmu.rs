@@ -59,6 +59,8 @@ pub struct VcpuMmu {
     /// The current root's TLB tag.
     tag: u32,
     large_leaves: bool,
+    /// False: every translation walks the guest's tables (no TLB, no shadow pages).
+    caching: bool,
     pins: Vec<Arc<Memslot>>,
     counters: Arc<VcpuCounters>,
 }
@@ -80,6 +82,7 @@ impl VcpuMmu {
             shadowing: false,
             tag: NO_ROOT,
             large_leaves: true,
+            caching: true,
             pins: Vec::new(),
             counters,
         };
@@ -134,6 +137,13 @@ impl VcpuMmu {
     /// (seed 004 compares the two for the host's direct map).
     pub fn set_large_leaves(&mut self, on: bool) {
         self.large_leaves = on;
+    }
+
+    /// Turns the TLB and the shadow pages off (`false`: every translation walks the guest's
+    /// tables, the reference they must agree with) or back on.
+    pub fn set_caching(&mut self, on: bool) {
+        self.caching = on;
+        self.flush_tlb();
     }
 
     /// Drops every TLB entry.
@@ -237,6 +247,9 @@ impl VcpuMmu {
     /// Translates `gva` for `access`: where it goes, or the page fault it raises.
     #[inline]
     pub fn translate(&mut self, gva: Gva, access: Access) -> Result<Mapping, PageFault> {
+        if !self.caching {
+            return self.translate_uncached(gva, access);
+        }
         let tag = self.root_tag();
         if let Some(mapping) = self.tlb.lookup(gva, tag, access) {
             bump!(self.counters, tlb_hits);
@@ -292,6 +305,22 @@ impl VcpuMmu {
         } else {
             1
         }
+    }
+
+    /// A translation by a guest walk alone, with nothing cached: stores go straight to host
+    /// memory only where nothing must see them (not for tracked frames, cached code, clean
+    /// pages of a dirty-logged slot, ROM).
+    fn translate_uncached(&mut self, gva: Gva, access: Access) -> Result<Mapping, PageFault> {
+        let translation = self.walk(gva, access)?;
+        let gfn = translation.gpa.gfn();
+        let (host, writable) = self.host_page(gfn);
+        let direct = host != 0 && (access.kind != AccessKind::Write || writable);
+        let offset = gva.0 & 0xfff;
+        Ok(Mapping {
+            gva,
+            gpa: translation.gpa,
+            host: direct.then(|| host + offset as usize),
+        })
     }
 
     /// A guest walk that sets A/D bits, counted.

@@ -332,3 +332,20 @@ fn zap_all_makes_every_root_obsolete_at_once() {
     mmu.translate(Gva(0), read).unwrap();
     assert_eq!(mmu.counters().walks - walks, 4);
 }
+
+#[test]
+fn with_caching_off_every_translation_is_a_walk() {
+    let (memslots, mut mmu) = machine();
+    mmu.set_caching(false);
+    let read = access(0, false);
+    for _ in 0..3 {
+        for page in 0..6u64 {
+            let gva = Gva(page << 12);
+            let walk = mmu.walker().clone().walk(&*memslots, gva, read, WalkMode::Probe);
+            assert_eq!(mmu.translate(gva, read).map(|m| m.gpa), walk.map(|t| t.gpa));
+        }
+    }
+    let counters = mmu.counters();
+    assert_eq!(counters.walks, 18);
+    assert_eq!(counters.tlb_hits + counters.shadow_hits, 0);
+}
