@@ -48,6 +48,8 @@ pub enum BusError {
 
 struct Entry {
     len: u64,
+    /// The device offset that the range's first address maps to.
+    device_offset: u64,
     device: SharedDevice,
 }
 
@@ -73,8 +75,22 @@ impl Bus {
         Self::default()
     }
 
-    /// Puts `device` at `[base, base + len)`.
+    /// Puts `device` at `[base, base + len)`; it sees offsets from 0.
     pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
+        self.insert_window(base, len, device, 0)
+    }
+
+    /// Puts one window of `device` at `[base, base + len)`, seen by the device at offsets from
+    /// `device_offset`. A device that answers at ports apart from each other (the i8042 at 0x60
+    /// and 0x64, the PIT at 0x40-0x43 and 0x61) takes one window per range, and the ports in
+    /// between stay free for other devices.
+    pub fn insert_window(
+        &self,
+        base: u64,
+        len: u64,
+        device: SharedDevice,
+        device_offset: u64,
+    ) -> Result<(), BusError> {
         let end = base
             .checked_add(len)
             .filter(|_| len > 0)
@@ -91,7 +107,14 @@ impl Bus {
                 other_len: other.len,
             });
         }
-        ranges.insert(base, Entry { len, device });
+        ranges.insert(
+            base,
+            Entry {
+                len,
+                device_offset,
+                device,
+            },
+        );
         Ok(())
     }
 
@@ -99,7 +122,8 @@ impl Bus {
     fn find(&self, addr: u64) -> Option<(SharedDevice, u64)> {
         let ranges = self.ranges.read();
         let (&base, entry) = ranges.range(..=addr).next_back()?;
-        (addr - base < entry.len).then(|| (entry.device.clone(), addr - base))
+        (addr - base < entry.len)
+            .then(|| (entry.device.clone(), entry.device_offset + (addr - base)))
     }
 
     /// Reads `data.len()` bytes at `addr`.
@@ -166,6 +190,20 @@ mod tests {
         assert_eq!(bus.read(0x80, &mut word), Access::Unclaimed);
         assert_eq!(word, [0xff, 0xff]);
         assert_eq!(bus.write(0x80, &[1]), Access::Unclaimed);
+    }
+
+    #[test]
+    fn windows_of_one_device_see_their_own_offsets() {
+        let bus = Bus::new();
+        let dev = Arc::new(Mutex::new(Recorder::default()));
+        bus.insert_window(0x60, 1, dev.clone(), 0).unwrap();
+        bus.insert_window(0x64, 1, dev.clone(), 4).unwrap();
+        let mut byte = [0];
+        assert_eq!(bus.read(0x64, &mut byte), Access::Handled);
+        assert_eq!(byte, [4]);
+        assert_eq!(bus.read(0x61, &mut byte), Access::Unclaimed);
+        bus.write(0x60, &[0xaa]);
+        assert_eq!(dev.lock().last_write, Some((0, vec![0xaa])));
     }
 
     #[test]

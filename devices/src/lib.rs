@@ -7,6 +7,13 @@
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod clock;
 pub mod debug_exit;
+pub mod ioapic;
+pub mod irq;
+pub mod irqchip;
+pub mod lapic;
+pub mod pic;
+pub mod pit;
 pub mod run_control;
 pub mod uart;
