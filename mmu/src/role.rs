@@ -257,9 +257,69 @@ impl PageRole {
     }
 }
 
+/// The paging mode and the bits set, as a debugger shows them: `4-level WP PGE NXE`.
+impl std::fmt::Display for CpuRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.paging_mode() {
+            PagingMode::None => "paging off",
+            PagingMode::Bits32 => "32-bit",
+            PagingMode::Pae => "PAE",
+            PagingMode::Level4 => "4-level",
+            PagingMode::Level5 => "5-level",
+        })?;
+        let bits = [
+            (Self::WP, "WP"),
+            (Self::PSE, "PSE"),
+            (Self::PGE, "PGE"),
+            (Self::NXE, "NXE"),
+            (Self::SMEP, "SMEP"),
+            (Self::SMAP, "SMAP"),
+            (Self::PKE, "PKE"),
+        ];
+        for (bit, name) in bits {
+            if self.has(bit) {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The level and the bits set, in KVM's names: `level 4 wp nxe`.
+impl std::fmt::Display for PageRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "level {}", self.level())?;
+        if self.is_direct() {
+            write!(f, " direct access {}", self.access())?;
+        }
+        let bits = [
+            (Self::LA57, "la57"),
+            (Self::WP, "wp"),
+            (Self::NXE, "nxe"),
+            (Self::SMEP_ANDNOT_WP, "smep_andnot_wp"),
+            (Self::SMAP_ANDNOT_WP, "smap_andnot_wp"),
+            (Self::GUEST_MODE, "guest_mode"),
+        ];
+        for (bit, name) in bits {
+            if self.0 & bit != 0 {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_print_their_bits() {
+        let role = CpuRole::from_regs(CR0_PG | CR0_WP, CR4_PAE | CR4_PGE, EFER_LMA | EFER_NXE);
+        assert_eq!(role.to_string(), "4-level WP PGE NXE");
+        assert_eq!(PageRole::root(role).to_string(), "level 4 wp nxe");
+        assert_eq!(CpuRole::default().to_string(), "paging off");
+    }
 
     #[test]
     fn page_roles_split_on_the_permission_bits_only() {

@@ -131,6 +131,11 @@ impl Tlb {
         };
     }
 
+    /// How many entries are in use (a scan of the array: for statistics, not hot paths).
+    pub fn occupancy(&self) -> usize {
+        self.entries.iter().filter(|entry| entry.tag != 0).count()
+    }
+
     /// Drops every entry.
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());

@@ -42,6 +42,40 @@ struct Root {
     cr3: u64,
     role: PageRole,
     tree: RootHandle,
+    /// The whole CR3 (PCID and no-flush bit included) last switched to this root.
+    loaded_cr3: u64,
+    /// Switches that found this root cached.
+    hits: u64,
+}
+
+/// A cached root, for a debugger's or the TUI's view of the MMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootInfo {
+    /// The CR3 last loaded for this root, PCID included.
+    pub cr3: u64,
+    /// The root's page role.
+    pub role: PageRole,
+    /// The root's shadow-page id, which is also its TLB tag.
+    pub id: u32,
+    /// Switches that found this root cached.
+    pub hits: u64,
+}
+
+/// What a vCPU's MMU holds now: for `monitor mmu` and `monitor tlb`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmuSnapshot {
+    /// The CPU role.
+    pub role: CpuRole,
+    /// CR3.
+    pub cr3: u64,
+    /// Whether shadow roots are in use (4-level and 5-level paging).
+    pub shadowing: bool,
+    /// The cached roots, most recently used (the current one) first.
+    pub roots: Vec<RootInfo>,
+    /// TLB entries in use, of [`crate::tlb::TLB_ENTRIES`].
+    pub tlb_used: usize,
+    /// This vCPU's counters.
+    pub counters: MmuCounters,
 }
 
 /// One vCPU's MMU.
@@ -108,6 +142,27 @@ impl VcpuMmu {
     /// The live counters, for a thread that watches this vCPU.
     pub fn live_counters(&self) -> &Arc<VcpuCounters> {
         &self.counters
+    }
+
+    /// The roles, roots and TLB occupancy now, with the counters.
+    pub fn snapshot(&self) -> MmuSnapshot {
+        MmuSnapshot {
+            role: self.walker.role(),
+            cr3: self.walker.cr3(),
+            shadowing: self.shadowing,
+            roots: self
+                .roots
+                .iter()
+                .map(|root| RootInfo {
+                    cr3: root.loaded_cr3,
+                    role: root.role,
+                    id: root.tree.id(),
+                    hits: root.hits,
+                })
+                .collect(),
+            tlb_used: self.tlb.occupancy(),
+            counters: self.counters(),
+        }
     }
 
     /// The shadow MMU this vCPU shares.
@@ -214,14 +269,25 @@ impl VcpuMmu {
             .iter()
             .position(|r| r.cr3 == cr3 && r.role == role)
         {
-            let root = self.roots.remove(at);
+            let mut root = self.roots.remove(at);
+            root.hits += 1;
+            root.loaded_cr3 = self.walker.cr3();
             self.roots.insert(0, root);
             bump!(self.counters, root_hits);
             return;
         }
         bump!(self.counters, root_misses);
         let tree = self.shadow.get_root(Gpa(cr3).gfn(), role);
-        self.roots.insert(0, Root { cr3, role, tree });
+        self.roots.insert(
+            0,
+            Root {
+                cr3,
+                role,
+                tree,
+                loaded_cr3: self.walker.cr3(),
+                hits: 0,
+            },
+        );
         if self.roots.len() > ROOT_CACHE_SIZE {
             // Root ids are never reused, so the evicted root's TLB entries can never hit again:
             // they need no flush.

@@ -5,12 +5,18 @@ use std::sync::Arc;
 use umbra_mmu::memslot::{MemslotFlags, MemslotObserver, Memslots, SlotChange, SlotId};
 use umbra_mmu::shadow::{ShadowMmu, SplitPolicy};
 
-use super::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, Vm};
+use umbra_mmu::vcpu_mmu::MmuSnapshot;
+use umbra_mmu::walker::Walker;
+
+use super::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, VcpuKick, Vm};
+use crate::debug::{DebugStop, GuestDebug};
+use crate::interp::fpu::FxState;
 use crate::interp::{Interpreter, StepEvent};
 use crate::state::{RFLAGS_IF, Registers, SystemRegisters};
 
 /// How many instructions a vCPU runs before returning to the machine's loop unasked, so that
-/// requests from outside (a user's quit) are seen promptly.
+/// the machine looks at its devices' stop requests now and then. Requests from other threads
+/// (a debugger's interrupt) need not wait for it: they kick the vCPU ([`VcpuKick`]).
 const STEPS_PER_RUN: u32 = 1 << 20;
 
 /// Umbra's own emulator, as a hypervisor.
@@ -87,7 +93,12 @@ impl Vm for EmuVm {
         Ok(Box::new(EmuVcpu {
             cpu: Interpreter::new(self.memslots.clone(), self.shadow.clone(), io),
             shadow: self.shadow.clone(),
-            single_step: SingleStep::Off,
+            control: RunControl {
+                single_step: SingleStep::Off,
+                breakpoints: Vec::new(),
+                resume_over: None,
+                kick: Arc::new(VcpuKick::new()),
+            },
         }))
     }
 
@@ -118,33 +129,69 @@ pub struct EmuVcpu {
     cpu: Interpreter,
     /// The VM's shadow MMU, which the interpreter shares, for its counters.
     shadow: Arc<ShadowMmu>,
-    single_step: SingleStep,
+    control: RunControl,
 }
 
-impl EmuVcpu {
+/// What, besides the guest, ends a run: single-stepping, breakpoints and watchpoints, kicks.
+struct RunControl {
+    single_step: SingleStep,
+    /// Linear addresses to stop at before executing.
+    breakpoints: Vec<u64>,
+    /// The breakpoint the vCPU stopped at: the first instruction after it runs without
+    /// stopping again there (what RFLAGS.RF does for the debug registers).
+    resume_over: Option<u64>,
+    kick: Arc<VcpuKick>,
+}
+
+impl RunControl {
     /// Steps the interpreter until something needs the machine's attention, or just once when
     /// single-stepping.
-    fn run_steps(cpu: &mut Interpreter, single_step: &mut SingleStep) -> VcpuExit {
-        match *single_step {
+    ///
+    /// Without breakpoints or watchpoints a step costs one extra test of a flag computed
+    /// here and one relaxed load for the kick.
+    fn run(&mut self, cpu: &mut Interpreter) -> VcpuExit {
+        let debugging = !self.breakpoints.is_empty() || cpu.watching();
+        match self.single_step {
             SingleStep::DebugPending => {
-                *single_step = SingleStep::On;
+                self.single_step = SingleStep::On;
                 return VcpuExit::Debug;
             }
             SingleStep::On => {
-                let exit = Self::step_once(cpu).unwrap_or(VcpuExit::Debug);
+                let exit = self.step(cpu, debugging).unwrap_or(VcpuExit::Debug);
                 if exit == VcpuExit::Io {
-                    *single_step = SingleStep::DebugPending;
+                    self.single_step = SingleStep::DebugPending;
                 }
                 return exit;
             }
             SingleStep::Off => {}
         }
         for _ in 0..STEPS_PER_RUN {
-            if let Some(exit) = Self::step_once(cpu) {
+            if self.kick.pending() && self.kick.take() {
+                return VcpuExit::Interrupted;
+            }
+            if let Some(exit) = self.step(cpu, debugging) {
                 return exit;
             }
         }
         VcpuExit::Interrupted
+    }
+
+    /// Runs one step, checking breakpoints before it and watchpoints after it when
+    /// `debugging`; returns the exit its event calls for, if any.
+    fn step(&mut self, cpu: &mut Interpreter, debugging: bool) -> Option<VcpuExit> {
+        if !debugging {
+            return Self::step_once(cpu);
+        }
+        let linear = cpu.fetch_linear(cpu.regs.rip);
+        if self.resume_over.take() != Some(linear) && self.breakpoints.contains(&linear) {
+            self.resume_over = Some(linear);
+            return Some(VcpuExit::DebugStop(DebugStop::Breakpoint { linear }));
+        }
+        let exit = Self::step_once(cpu);
+        match cpu.take_watch_hit() {
+            Some(watchpoint) => Some(VcpuExit::DebugStop(DebugStop::Watchpoint(watchpoint))),
+            None => exit,
+        }
     }
 
     /// Runs one step; returns the exit its event calls for, if any.
@@ -165,10 +212,8 @@ impl Vcpu for EmuVcpu {
         // Nothing a guest does may take the host process down: should the interpreter itself
         // fail on some instruction, the run ends with an internal error naming where.
         let cpu = &mut self.cpu;
-        let single_step = &mut self.single_step;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::run_steps(cpu, single_step)
-        }));
+        let control = &mut self.control;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| control.run(cpu)));
         Ok(outcome.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -202,9 +247,51 @@ impl Vcpu for EmuVcpu {
         Ok(())
     }
 
-    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError> {
-        self.single_step = if on { SingleStep::On } else { SingleStep::Off };
+    /// Exact: breakpoints are checked before every instruction and watchpoints on every data
+    /// access, with no limit on how many.
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), BackendError> {
+        self.control.single_step = if debug.single_step {
+            SingleStep::On
+        } else {
+            SingleStep::Off
+        };
+        self.control.breakpoints = debug.breakpoints.clone();
+        self.cpu.set_watchpoints(&debug.watchpoints);
         Ok(())
+    }
+
+    fn kick_handle(&self) -> Arc<VcpuKick> {
+        self.control.kick.clone()
+    }
+
+    fn fx_state(&self) -> Result<FxState, BackendError> {
+        Ok(self.cpu.fx_state())
+    }
+
+    fn set_fx_state(&mut self, state: &FxState) -> Result<(), BackendError> {
+        self.cpu
+            .set_fx_state(state)
+            .map_err(|e| BackendError::InvalidState(e.to_string()))
+    }
+
+    fn msr(&self, index: u32) -> Result<u64, BackendError> {
+        self.cpu
+            .read_msr(index)
+            .map_err(|_| BackendError::UnknownMsr(index))
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> Result<(), BackendError> {
+        self.cpu.write_msr(index, value).map_err(|_| {
+            BackendError::InvalidState(format!("WRMSR {index:#x} <- {value:#x} raises #GP"))
+        })
+    }
+
+    fn walker(&self) -> Result<Walker, BackendError> {
+        Ok(self.cpu.mmu.walker().clone())
+    }
+
+    fn mmu_snapshot(&self) -> Option<MmuSnapshot> {
+        Some(self.cpu.mmu.snapshot())
     }
 
     /// This vCPU's MMU counters, then the VM-wide shadow MMU's (shared by all its vCPUs).

@@ -8,13 +8,20 @@
 //! escapes it.
 
 pub mod emu;
+mod kick;
 pub mod kvm;
 
 use std::sync::Arc;
 
 use umbra_mmu::addr::Gpa;
 use umbra_mmu::memslot::{Memslots, SlotId};
+use umbra_mmu::vcpu_mmu::MmuSnapshot;
+use umbra_mmu::walker::Walker;
 
+pub use kick::VcpuKick;
+
+use crate::debug::{DebugStop, GuestDebug};
+use crate::interp::fpu::FxState;
 use crate::state::{Registers, SystemRegisters};
 
 /// Where a vCPU's port and MMIO accesses go: the machine's device buses.
@@ -66,6 +73,8 @@ pub enum VcpuExit {
     /// One instruction ran (or one event was delivered) with single-stepping on: see
     /// [`Vcpu::set_single_step`].
     Debug,
+    /// A breakpoint or watchpoint set with [`Vcpu::set_guest_debug`] stopped the vCPU.
+    DebugStop(DebugStop),
     /// An exit this backend does not handle.
     Unsupported {
         /// The backend's exit reason code.
@@ -82,6 +91,15 @@ pub enum BackendError {
     /// A memslot operation failed.
     #[error(transparent)]
     Memslot(#[from] umbra_mmu::memslot::MemslotError),
+    /// The backend cannot do what a debugger asked of it.
+    #[error("{0}")]
+    DebugUnsupported(String),
+    /// The vCPU has no such model-specific register.
+    #[error("no MSR {0:#x}")]
+    UnknownMsr(u32),
+    /// The vCPU refuses a state a debugger or loader gave it.
+    #[error("invalid vCPU state: {0}")]
+    InvalidState(String),
 }
 
 /// Something that can make virtual machines: KVM, or Umbra's own emulator.
@@ -107,6 +125,12 @@ pub trait Vm: Send + Sync {
     /// bit `i` of word `i / 64` for the slot's page `i`), as KVM_GET_DIRTY_LOG: the pages
     /// written since the last call.
     fn get_dirty_log(&self, slot: SlotId) -> Result<Vec<u64>, BackendError>;
+
+    /// Statistics the kernel keeps for this VM (KVM's binary stats: shadow pages zapped,
+    /// pages mapped by size), by name; empty for a backend without them.
+    fn kernel_stats(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        Ok(Vec::new())
+    }
 }
 
 /// One virtual CPU.
@@ -131,7 +155,53 @@ pub trait Vcpu: Send {
     /// completes, and after each exception or interrupt delivered (with RIP at the handler),
     /// unless another exit (such as the port I/O of the instruction) comes first. The guest's
     /// own RFLAGS.TF is not touched, and the guest sees no #DB.
-    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError>;
+    ///
+    /// This replaces whatever [`Vcpu::set_guest_debug`] set.
+    fn set_single_step(&mut self, on: bool) -> Result<(), BackendError> {
+        self.set_guest_debug(&GuestDebug {
+            single_step: on,
+            ..GuestDebug::default()
+        })
+    }
+
+    /// Sets what stops the vCPU for a debugger (KVM_SET_GUEST_DEBUG): single-stepping as
+    /// [`Vcpu::set_single_step`] describes, breakpoints and watchpoints reported as
+    /// [`VcpuExit::DebugStop`]. Replaces the previous setting. A backend that cannot honour
+    /// part of it says so with [`BackendError::DebugUnsupported`] and sets nothing.
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), BackendError>;
+
+    /// The handle another thread uses to make [`Vcpu::run`] return soon.
+    fn kick_handle(&self) -> Arc<VcpuKick>;
+
+    /// The x87, MMX and SSE registers, in FXSAVE's layout.
+    fn fx_state(&self) -> Result<FxState, BackendError>;
+
+    /// Replaces the x87, MMX and SSE registers.
+    fn set_fx_state(&mut self, state: &FxState) -> Result<(), BackendError>;
+
+    /// Reads a model-specific register, as a debugger does (no #GP: an MSR the vCPU lacks is
+    /// an error).
+    fn msr(&self, index: u32) -> Result<u64, BackendError>;
+
+    /// Writes a model-specific register, as a debugger does.
+    fn set_msr(&mut self, index: u32, value: u64) -> Result<(), BackendError>;
+
+    /// A copy of the guest page walker in the vCPU's current paging state (role, CR3, PAE
+    /// PDPTE registers, PKRU), to translate guest virtual addresses without touching the
+    /// vCPU: a debugger's memory accesses, `walk` in the monitor.
+    fn walker(&self) -> Result<Walker, BackendError>;
+
+    /// The software MMU's roles, cached roots, TLB occupancy and counters; `None` for a
+    /// backend whose MMU is the kernel's (KVM).
+    fn mmu_snapshot(&self) -> Option<MmuSnapshot> {
+        None
+    }
+
+    /// Statistics the kernel keeps for this vCPU (KVM's binary stats: page faults, TLB flushes,
+    /// exits), by name; empty for a backend without them.
+    fn kernel_stats(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        Ok(Vec::new())
+    }
 
     /// The backend's MMU counters as `(name, value)` pairs, cumulative since the vCPU was
     /// made, for `umbra run --stats` and the benchmarks. Backends that keep none (KVM, whose

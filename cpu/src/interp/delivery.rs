@@ -366,6 +366,7 @@ impl Interpreter {
             Privilege::Supervisor
         };
         let access = Access::new(AccessKind::Write, privilege);
+        self.watch_access(linear, bytes.len(), true);
         let first = self.translate(linear, access)?;
         let first_len = (0x1000 - (linear & 0xfff) as usize).min(bytes.len());
         let second = if first_len < bytes.len() {

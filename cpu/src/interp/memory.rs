@@ -80,6 +80,9 @@ impl Interpreter {
         access: Access,
     ) -> Result<Location, Exception> {
         debug_assert!((1..=4096).contains(&len));
+        if access.kind != AccessKind::Fetch {
+            self.watch_access(linear, len, access.kind == AccessKind::Write);
+        }
         let first_len = (0x1000 - (linear & 0xfff) as usize).min(len);
         let first = self.translate(linear, access)?;
         let second = if first_len < len {

@@ -20,6 +20,7 @@
 //! - `exec`: the instructions, one module per family.
 //! - [`fpu`]: the x87, MMX and SSE state, and running floating-point instructions on the host.
 //! - [`cpuid`] and [`msr`]: the processor Umbra presents.
+//! - `watch`: a debugger's watchpoints, checked on every data access.
 
 pub mod alu;
 pub mod cpuid;
@@ -32,6 +33,7 @@ mod memory;
 pub mod msr;
 mod operands;
 pub mod segmentation;
+mod watch;
 
 use std::sync::Arc;
 
@@ -103,6 +105,8 @@ pub struct Interpreter {
     pub(crate) retired: u64,
     /// Decoded instructions by guest physical address.
     decode_cache: decode_cache::DecodeCache,
+    /// A debugger's watchpoints.
+    watch: watch::Watch,
 }
 
 impl Interpreter {
@@ -131,6 +135,7 @@ impl Interpreter {
             event: StepEvent::None,
             retired: 0,
             decode_cache: decode_cache::DecodeCache::new(),
+            watch: watch::Watch::default(),
         };
         cpu.reset();
         cpu

@@ -6,6 +6,7 @@
 //! emulator.
 
 mod convert;
+mod stats;
 mod vcpu;
 mod vm;
 

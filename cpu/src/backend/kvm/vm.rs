@@ -7,14 +7,18 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{CpuId, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_bindings::{
+    CpuId, KVM_CAP_SET_GUEST_DEBUG2, KVM_GUESTDBG_BLOCKIRQ, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Cap, VmFd};
 use umbra_mmu::addr::PAGE_SIZE;
 use umbra_mmu::memslot::{
     Memslot, MemslotError, MemslotFlags, MemslotObserver, Memslots, SlotChange, SlotId,
 };
 
-use super::{KvmError, KvmVcpu};
+use super::vcpu::VcpuTraits;
+use super::{KvmError, KvmFlavor, KvmVcpu};
 use crate::backend::{BackendError, IoHandler, Vcpu, Vm};
 
 /// Where KVM may put the three pages of the real-mode TSS that VMX without unrestricted guest
@@ -27,6 +31,7 @@ pub struct KvmVm {
     vm: Arc<VmFd>,
     cpuid: CpuId,
     memslots: Arc<Memslots>,
+    vcpu_traits: VcpuTraits,
 }
 
 impl KvmVm {
@@ -40,6 +45,15 @@ impl KvmVm {
             vm.set_tss_address(TSS_ADDRESS)
                 .map_err(KvmError::ioctl("KVM_SET_TSS_ADDR"))?;
         }
+        let debug_flags = vm.check_extension_raw(KVM_CAP_SET_GUEST_DEBUG2.into());
+        let vcpu_traits = VcpuTraits {
+            maxphyaddr: cpuid_leaf(&cpuid, 0x8000_0008)
+                .map_or(36, |eax_ebx_ecx_edx| eax_ebx_ecx_edx[0] as u8)
+                .clamp(32, 52),
+            gbpages: cpuid_leaf(&cpuid, 0x8000_0001).is_some_and(|regs| regs[3] & (1 << 26) != 0),
+            breakpoints_by_stepping: KvmFlavor::detect() == KvmFlavor::Pvm,
+            block_irq: debug_flags > 0 && debug_flags as u32 & KVM_GUESTDBG_BLOCKIRQ != 0,
+        };
         let vm = Arc::new(vm);
         // The memslots show the mirror every slot they already have before any later change.
         memslots.set_observer(Box::new(MemslotMirror { vm: vm.clone() }))?;
@@ -47,6 +61,7 @@ impl KvmVm {
             vm,
             cpuid,
             memslots,
+            vcpu_traits,
         }))
     }
 
@@ -68,7 +83,12 @@ impl Vm for KvmVm {
             .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))?;
         fd.set_cpuid2(&self.cpuid)
             .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
-        Ok(Box::new(KvmVcpu::new(fd, io, self.memslots.clone())?))
+        Ok(Box::new(KvmVcpu::new(
+            fd,
+            io,
+            self.memslots.clone(),
+            self.vcpu_traits,
+        )?))
     }
 
     fn get_dirty_log(&self, id: SlotId) -> Result<Vec<u64>, BackendError> {
@@ -87,6 +107,19 @@ impl Vm for KvmVm {
             .map(|(k, u)| k | u)
             .collect())
     }
+
+    fn kernel_stats(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        super::stats::read(&*self.vm)
+    }
+}
+
+/// EAX, EBX, ECX and EDX of CPUID leaf `function` (subleaf 0) in `cpuid`.
+fn cpuid_leaf(cpuid: &CpuId, function: u32) -> Option<[u32; 4]> {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|entry| entry.function == function && entry.index == 0)
+        .map(|entry| [entry.eax, entry.ebx, entry.ecx, entry.edx])
 }
 
 /// The commit hook that copies every memslot change into KVM.
