@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::gdb::GdbAddress;
 use crate::memory_size::MemorySize;
 
 /// Umbra: an x86-64 system emulator with a JIT, a software MMU and a KVM backend.
@@ -75,6 +76,27 @@ pub struct RunArgs {
     /// (the emulator's; KVM's MMU is the kernel's and keeps none Umbra can read).
     #[arg(long)]
     pub stats: bool,
+
+    /// Listen for gdb on tcp::1234 (loopback), as QEMU's -s.
+    #[arg(short = 's', conflicts_with = "gdb")]
+    pub gdb_default: bool,
+
+    /// Do not start the guest until gdb lets it run, as QEMU's -S.
+    #[arg(short = 'S')]
+    pub wait_for_gdb: bool,
+
+    /// Listen for gdb on ADDRESS: tcp:HOST:PORT (tcp::PORT listens on loopback) or unix:PATH.
+    #[arg(long, value_name = "tcp:HOST:PORT|unix:PATH")]
+    pub gdb: Option<GdbAddress>,
+}
+
+impl RunArgs {
+    /// Where gdb is to connect, if anywhere.
+    pub fn gdb_address(&self) -> Option<GdbAddress> {
+        self.gdb
+            .clone()
+            .or(self.gdb_default.then(GdbAddress::default_tcp))
+    }
 }
 
 /// The `--accel` choices.
@@ -141,6 +163,29 @@ mod tests {
         assert_eq!(args.firmware, "demo");
         assert_eq!(args.accel, Accel::Auto);
         assert!(!args.stats);
+        assert_eq!(args.gdb_address(), None);
+    }
+
+    #[test]
+    fn gdb_flags_are_qemus() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["umbra", "run"].iter().chain(extra)).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not a run command")
+            };
+            args
+        };
+        let args = parse(&["-s", "-S"]);
+        assert_eq!(args.gdb_address(), Some(GdbAddress::default_tcp()));
+        assert!(args.wait_for_gdb);
+        let args = parse(&["--gdb", "unix:/tmp/umbra.gdb"]);
+        assert_eq!(
+            args.gdb_address(),
+            Some(GdbAddress::Unix("/tmp/umbra.gdb".into()))
+        );
+        assert!(!args.wait_for_gdb);
+        assert!(Cli::try_parse_from(["umbra", "run", "-s", "--gdb", "tcp::1"]).is_err());
+        assert!(Cli::try_parse_from(["umbra", "run", "--gdb", "udp::1"]).is_err());
     }
 
     #[test]

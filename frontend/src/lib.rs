@@ -6,11 +6,13 @@
 //! - [`memory_size`]: QEMU-style memory sizes.
 //! - [`memory_map`]: the PC memory map in memslots.
 //! - [`machine`]: the machine and its run loop.
+//! - [`gdb`]: the gdbstub.
 //! - [`report`]: the summary line and the exit status.
 #![deny(missing_docs)]
 
 pub mod accel;
 pub mod cli;
+pub mod gdb;
 pub mod machine;
 pub mod memory_map;
 pub mod memory_size;

@@ -14,6 +14,7 @@ use umbra_devices::uart::{COM1_PORT, UART_PORT_LEN, Uart};
 use umbra_mmu::addr::Gpa;
 use umbra_mmu::memslot::{MemslotError, Memslots};
 
+use crate::gdb::control::{DebugControl, Stop};
 use crate::memory_map;
 use crate::memory_size::MemorySize;
 
@@ -65,6 +66,22 @@ pub enum RunEnd {
     PlatformEvent(StopReason),
     /// The backend could not go on.
     BackendFailure(String),
+    /// The debugger ended the run (gdb's `kill`).
+    Killed,
+}
+
+impl RunEnd {
+    /// How a debugger hears of this end.
+    fn debugger_stop(&self) -> Stop {
+        match self {
+            RunEnd::DebugExit { status } => Stop::Exited((*status).min(255) as u8),
+            RunEnd::PlatformEvent(_) => Stop::Exited(0),
+            RunEnd::Halted { .. }
+            | RunEnd::Shutdown { .. }
+            | RunEnd::BackendFailure(_)
+            | RunEnd::Killed => Stop::Terminated,
+        }
+    }
 }
 
 impl std::fmt::Display for RunEnd {
@@ -82,6 +99,7 @@ impl std::fmt::Display for RunEnd {
             }
             RunEnd::PlatformEvent(reason) => write!(f, "{reason:?}"),
             RunEnd::BackendFailure(what) => f.write_str(what),
+            RunEnd::Killed => f.write_str("killed by the debugger"),
         }
     }
 }
@@ -127,6 +145,8 @@ pub struct Machine {
     vm: Arc<dyn Vm>,
     vcpu: Box<dyn Vcpu>,
     control: Arc<RunControl>,
+    /// A debugger's hold on the vCPU, once one may attach.
+    debugger: Option<Arc<DebugControl>>,
 }
 
 impl Machine {
@@ -156,7 +176,17 @@ impl Machine {
             vm,
             vcpu,
             control,
+            debugger: None,
         })
+    }
+
+    /// Lets a debugger stop and resume the vCPU from another thread, through the returned
+    /// control; with `start_stopped` the vCPU waits, before its first instruction, until the
+    /// debugger lets it run (QEMU's `-S`).
+    pub fn debug_control(&mut self, start_stopped: bool) -> Arc<DebugControl> {
+        let control = Arc::new(DebugControl::new(self.vcpu.kick_handle(), start_stopped));
+        self.debugger = Some(control.clone());
+        control
     }
 
     /// The guest's memory.
@@ -185,10 +215,20 @@ impl Machine {
                     other => RunEnd::PlatformEvent(other),
                 };
             }
+            if let Some(debugger) = &self.debugger
+                && debugger.before_run(&mut *self.vcpu)?
+            {
+                break RunEnd::Killed;
+            }
             exits += 1;
-            match self.vcpu.run()? {
-                // A machine never turns single-stepping on; a stray step report is harmless.
-                VcpuExit::Io | VcpuExit::Interrupted | VcpuExit::Debug => {}
+            let exit = self.vcpu.run()?;
+            if let Some(debugger) = &self.debugger {
+                debugger.after_run(&exit);
+            }
+            match exit {
+                // Steps, breakpoints and kicks are the debugger's business, seen above.
+                VcpuExit::Io | VcpuExit::Interrupted | VcpuExit::Debug | VcpuExit::DebugStop(_) => {
+                }
                 VcpuExit::Halted { interrupts_enabled } => {
                     break RunEnd::Halted { interrupts_enabled };
                 }
@@ -213,6 +253,9 @@ impl Machine {
                 }
             }
         };
+        if let Some(debugger) = &self.debugger {
+            debugger.finish(&mut *self.vcpu, end.debugger_stop());
+        }
         Ok(RunOutcome {
             end,
             exits,

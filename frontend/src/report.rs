@@ -22,14 +22,17 @@ pub fn summary_line(backend: &str, outcome: &RunOutcome) -> String {
 ///
 /// A debug-exit status `v` gives `v` (clamped to 255 so that a failure never wraps around to
 /// success), or QEMU's `(v << 1) | 1` in its low eight bits. A guest that halts has finished
-/// cleanly; one that triple-faults or that the backend cannot run has failed.
+/// cleanly; one that triple-faults, that the backend cannot run, or that a debugger killed has
+/// failed.
 pub fn exit_status(end: &RunEnd, style: ExitCodeStyle) -> u8 {
     match (end, style) {
         (RunEnd::DebugExit { status }, ExitCodeStyle::Umbra) => (*status).min(255) as u8,
         (RunEnd::DebugExit { status }, ExitCodeStyle::Qemu) => ((status << 1) | 1) as u8,
         (RunEnd::Halted { .. }, _) => 0,
         (RunEnd::PlatformEvent(_), _) => 0,
-        (RunEnd::Shutdown { .. } | RunEnd::BackendFailure(_), _) => EXIT_GUEST_FAILURE,
+        (RunEnd::Shutdown { .. } | RunEnd::BackendFailure(_) | RunEnd::Killed, _) => {
+            EXIT_GUEST_FAILURE
+        }
     }
 }
 
