@@ -15,5 +15,6 @@ pub mod irqchip;
 pub mod lapic;
 pub mod pic;
 pub mod pit;
+pub mod rtc;
 pub mod run_control;
 pub mod uart;
