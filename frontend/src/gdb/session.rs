@@ -176,6 +176,14 @@ impl QemuPackets {
     }
 }
 
+/// What the client sent, in order: bytes for gdbstub, and QEMU's packet answered here, which
+/// must be answered after the packets before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    Byte(u8),
+    PhysicalMemory(bool),
+}
+
 /// How a session ended.
 enum End {
     /// gdb detached: the guest runs on.
@@ -244,7 +252,7 @@ fn run_protocol(
         return End::Dropped;
     };
     let mut qemu = QemuPackets::default();
-    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut pending: VecDeque<Input> = VecDeque::new();
     loop {
         let next = match gdb {
             GdbStubStateMachine::Disconnected(gdb) => {
@@ -262,10 +270,16 @@ fn run_protocol(
                 gdb.interrupt_handled(&mut target, None::<MultiThreadStopReason<u64>>)
             }
             GdbStubStateMachine::Idle(gdb) => match pending.pop_front() {
-                Some(byte) => gdb.incoming_data(&mut target, byte),
+                Some(Input::Byte(byte)) => gdb.incoming_data(&mut target, byte),
+                Some(Input::PhysicalMemory(on)) => {
+                    if !answer_physical_memory(on, &mut target, &mut direct) {
+                        return End::Dropped;
+                    }
+                    Ok(gdb.into())
+                }
                 None => match inbox.recv() {
                     Ok(SessionEvent::Data(bytes)) => {
-                        take_bytes(&bytes, &mut qemu, &mut pending, &mut target, &mut direct);
+                        take_bytes(&bytes, &mut qemu, &mut pending);
                         Ok(gdb.into())
                     }
                     Ok(SessionEvent::Stopped(Stop::Exited(_) | Stop::Terminated)) => {
@@ -279,10 +293,16 @@ fn run_protocol(
                 },
             },
             GdbStubStateMachine::Running(gdb) => match pending.pop_front() {
-                Some(byte) => gdb.incoming_data(&mut target, byte),
+                Some(Input::Byte(byte)) => gdb.incoming_data(&mut target, byte),
+                Some(Input::PhysicalMemory(on)) => {
+                    if !answer_physical_memory(on, &mut target, &mut direct) {
+                        return End::Dropped;
+                    }
+                    Ok(gdb.into())
+                }
                 None => match inbox.recv() {
                     Ok(SessionEvent::Data(bytes)) => {
-                        take_bytes(&bytes, &mut qemu, &mut pending, &mut target, &mut direct);
+                        take_bytes(&bytes, &mut qemu, &mut pending);
                         Ok(gdb.into())
                     }
                     Ok(SessionEvent::Stopped(stop)) => {
@@ -303,23 +323,22 @@ fn run_protocol(
     }
 }
 
-/// Passes the client's bytes through [`QemuPackets`]: the rest queue for gdbstub.
-fn take_bytes(
-    bytes: &[u8],
-    qemu: &mut QemuPackets,
-    pending: &mut VecDeque<u8>,
-    target: &mut UmbraTarget,
-    direct: &mut Socket,
-) {
+/// Switches physical-memory mode and says OK; `false` if the client is gone.
+fn answer_physical_memory(on: bool, target: &mut UmbraTarget, direct: &mut Socket) -> bool {
+    target.physical_memory = on;
+    direct.write_all(PHY_MEM_MODE_REPLY).is_ok()
+}
+
+/// Passes the client's bytes through [`QemuPackets`] into `pending`.
+fn take_bytes(bytes: &[u8], qemu: &mut QemuPackets, pending: &mut VecDeque<Input>) {
     let mut forward = Vec::with_capacity(bytes.len());
     for &byte in bytes {
         if let Some(physical) = qemu.push(byte, &mut forward) {
-            pending.extend(forward.drain(..));
-            target.physical_memory = physical;
-            let _ = direct.write_all(PHY_MEM_MODE_REPLY);
+            pending.extend(forward.drain(..).map(Input::Byte));
+            pending.push_back(Input::PhysicalMemory(physical));
         }
     }
-    pending.extend(forward);
+    pending.extend(forward.into_iter().map(Input::Byte));
 }
 
 /// A stop in gdbstub's terms.
