@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod i8042;
 pub mod ioapic;
 pub mod irq;
 pub mod irqchip;
