@@ -174,15 +174,15 @@ impl Channel {
             return;
         }
         match (self.mode, gate) {
-            // Modes 0 and 4 suspend counting while the gate is low.
-            (0 | 4, false) => {
+            // A low gate holds the count in modes 0, 2, 3 and 4 (and OUT high in 2 and 3).
+            (0 | 2 | 3 | 4, false) => {
                 self.ticks_before = self.elapsed(tick);
                 self.started = None;
             }
+            // Modes 0 and 4 go on counting from there...
             (0 | 4, true) => self.started = Some(tick),
-            // Modes 2 and 3 stop, and start over from the initial count on the rising edge.
-            (2 | 3, false) => self.started = None,
-            // Modes 1 and 5 restart on the rising edge and ignore the falling one.
+            // ...the others start over from the initial count; modes 1 and 5 ignore the
+            // falling edge.
             (_, true) => {
                 self.ticks_before = 0;
                 self.started = Some(tick);
@@ -631,6 +631,15 @@ mod tests {
         bench.out(0x42, 0);
         bench.clock.advance(tick_time(30, PIT_HZ));
         bench.out(SPEAKER_PORT, 0x00);
+        let held = bench.latched_count(2);
+        assert!(held <= 70);
+        bench.clock.advance(tick_time(30, PIT_HZ));
+        assert_eq!(bench.latched_count(2), held, "held while the gate is low");
+        assert_eq!(
+            bench.inb(SPEAKER_PORT) & 0x20,
+            0x20,
+            "OUT high while the gate is low"
+        );
         bench.out(SPEAKER_PORT, 0x01);
         assert_eq!(
             bench.latched_count(2),

@@ -278,7 +278,10 @@ impl BusDevice for Uart {
             reg::SCR => self.scratch,
             _ => 0xff,
         };
-        self.update_irq();
+        // Only reading RBR or IIR changes what interrupts are pending.
+        if matches!(offset, reg::DATA | reg::IIR_FCR) {
+            self.update_irq();
+        }
         data.fill(0);
         data[0] = value;
     }
