@@ -6,14 +6,15 @@
 //! - ISA IRQ lines 0-15 reach the 8259A pair and the I/O APIC; line 0 (the PIT) lands on I/O
 //!   APIC pin 2, as the interrupt source override of every PC's firmware tables says, and line
 //!   2 is the 8259A cascade, driven by nothing outside. Lines 16-23 reach only the I/O APIC.
+//!   I/O APIC pin 0, where some boards wire the 8259A's INTR, is left unconnected, as in QEMU.
 //! - The 8259A's INTR goes to LINT0 of every local APIC: a vCPU whose APIC accepts it (LINT0
 //!   in ExtINT mode, as at reset on the bootstrap processor, or the APIC disabled) takes the
 //!   PIC's interrupts, ahead of its APIC's own, since ExtINT ignores the task priority.
 //! - The I/O APIC's messages and the local APICs' IPIs travel to the local APICs whose
 //!   destination matches; the EOI of a level-triggered vector goes back to the I/O APIC.
 //!
-//! All of it is one state under one lock (the devices' registers are touched a few thousand
-//! times a second at most; the lock is never held while calling out of the chip), and one
+//! All of it is one state under one lock (guests touch these registers rarely next to the
+//! instructions they run, and the lock is never held while calling out of the chip), and one
 //! [`PcIrqChip`] is shared by the devices (through [`IrqLine`](crate::irq::IrqLine)s), the
 //! bus (through [`PicPorts`], [`IoapicMmio`] and each vCPU's [`LapicMmio`]) and the vCPU loops.
 //!
@@ -82,27 +83,14 @@ struct Controllers {
 }
 
 impl Controllers {
-    /// Routes an APIC-bus message to the local APICs it is for.
-    fn deliver(&mut self, message: InterruptMessage, wakeups: &[Wakeup]) {
-        let mut targets = self
-            .lapics
-            .iter_mut()
-            .zip(wakeups)
-            .filter(|(apic, _)| apic.matches(message.destination));
-        if message.delivery == DeliveryMode::LowestPriority {
-            // No arbitration: the first APIC addressed takes it.
-            if let Some((apic, wakeup)) = targets.next()
-                && apic.accept(&message)
-            {
-                wakeup.notify();
-            }
-        } else {
-            for (apic, wakeup) in targets {
-                if apic.accept(&message) {
-                    wakeup.notify();
-                }
-            }
-        }
+    /// Runs an I/O APIC operation and delivers the messages it sends.
+    fn ioapic_op(
+        &mut self,
+        wakeups: &[Wakeup],
+        op: impl FnOnce(&mut Ioapic, &mut dyn FnMut(InterruptMessage)),
+    ) {
+        let Self { ioapic, lapics, .. } = self;
+        op(ioapic, &mut |message| deliver(lapics, wakeups, message));
     }
 
     /// Wakes the vCPUs that take the PIC's INTR if it is asserted.
@@ -117,15 +105,39 @@ impl Controllers {
     }
 
     fn end_of_interrupt(&mut self, vector: u8, wakeups: &[Wakeup]) {
-        let mut sent = Vec::new();
-        self.ioapic.end_of_interrupt(vector, &mut |m| sent.push(m));
-        for message in sent {
-            self.deliver(message, wakeups);
+        self.ioapic_op(wakeups, |ioapic, send| {
+            ioapic.end_of_interrupt(vector, send)
+        });
+    }
+}
+
+/// Routes an APIC-bus message to the local APICs it is for, waking the vCPUs that got
+/// something to do.
+fn deliver(lapics: &mut [LocalApic], wakeups: &[Wakeup], message: InterruptMessage) {
+    let mut targets = lapics
+        .iter_mut()
+        .zip(wakeups)
+        .filter(|(apic, _)| apic.matches(message.destination));
+    if message.delivery == DeliveryMode::LowestPriority {
+        // No arbitration: the first APIC addressed takes it.
+        if let Some((apic, wakeup)) = targets.next()
+            && apic.accept(&message)
+        {
+            wakeup.notify();
+        }
+    } else {
+        for (apic, wakeup) in targets {
+            if apic.accept(&message) {
+                wakeup.notify();
+            }
         }
     }
 }
 
 /// The PC's interrupt controllers for a machine of one or more vCPUs.
+///
+/// Methods that take a vCPU index panic if it is not below [`Self::vcpus`]: the index comes
+/// from the host's own code, never from the guest.
 pub struct PcIrqChip {
     clock: Arc<dyn Clock>,
     controllers: Mutex<Controllers>,
@@ -228,7 +240,8 @@ impl PcIrqChip {
 
     /// Blocks the calling vCPU `vcpu` until something was delivered to it since its last wait,
     /// [`Self::kick`] was called, or the clock reaches `deadline` (forever if `None`). The
-    /// caller checks afterwards what there is to do; a wake-up may find nothing.
+    /// caller checks afterwards what there is to do; a wake-up may find nothing. The wait is
+    /// in host time, the deadline's distance from the clock's present reading.
     pub fn wait_for_event(&self, vcpu: usize, deadline: Option<u64>) {
         let wakeup = &self.wakeups[vcpu];
         let mut pending = wakeup.pending.lock();
@@ -262,7 +275,9 @@ impl PcIrqChip {
         let now = self.clock.now_ns();
         let mut controllers = self.controllers.lock();
         match controllers.lapics[vcpu].write(offset, value, now) {
-            Some(LapicAction::Send(message)) => controllers.deliver(message, &self.wakeups),
+            Some(LapicAction::Send(message)) => {
+                deliver(&mut controllers.lapics, &self.wakeups, message)
+            }
             Some(LapicAction::Eoi(vector)) => controllers.end_of_interrupt(vector, &self.wakeups),
             None => {}
         }
@@ -283,13 +298,9 @@ impl InterruptController for PcIrqChip {
         }
         let pin = if line == 0 { TIMER_PIN } else { line as usize };
         if pin < IOAPIC_PINS {
-            let mut sent = Vec::new();
-            controllers
-                .ioapic
-                .set_irq(pin, level, &mut |m| sent.push(m));
-            for message in sent {
-                controllers.deliver(message, &self.wakeups);
-            }
+            controllers.ioapic_op(&self.wakeups, |ioapic, send| {
+                ioapic.set_irq(pin, level, send)
+            });
         }
     }
 
@@ -372,14 +383,12 @@ impl BusDevice for IoapicMmio {
             (ioapic::offset::IOREGSEL, None) => u32::from(data[0]),
             _ => return,
         };
-        let mut controllers = self.chip.controllers.lock();
-        let mut sent = Vec::new();
-        controllers
-            .ioapic
-            .write(offset, value, &mut |m| sent.push(m));
-        for message in sent {
-            controllers.deliver(message, &self.chip.wakeups);
-        }
+        self.chip
+            .controllers
+            .lock()
+            .ioapic_op(&self.chip.wakeups, |ioapic, send| {
+                ioapic.write(offset, value, send)
+            });
     }
 }
 

@@ -324,8 +324,10 @@ impl LocalApic {
         if !self.hardware_enabled {
             return 0;
         }
-        let index = ((offset & 0x70) >> 4) as usize;
-        match offset & 0xff0 {
+        let register = offset & 0xff0;
+        // The word of a 256-bit register, or the entry of the LVT.
+        let index = ((register & 0x70) >> 4) as usize;
+        match register {
             reg::ID => u32::from(self.id) << 24,
             reg::VERSION => VERSION,
             reg::TPR => self.tpr,
@@ -340,7 +342,9 @@ impl LocalApic {
             reg::ESR => self.esr,
             reg::ICR_LOW => self.icr_low,
             reg::ICR_HIGH => self.icr_high,
-            reg::LVT_TIMER..=reg::LVT_ERROR => self.lvt[((offset - reg::LVT_TIMER) >> 4) as usize],
+            reg::LVT_TIMER..=reg::LVT_ERROR => {
+                self.lvt[((register - reg::LVT_TIMER) >> 4) as usize]
+            }
             reg::TIMER_INITIAL => self.timer_initial,
             reg::TIMER_CURRENT => self.current_count(now),
             reg::TIMER_DIVIDE => self.timer_divide,
@@ -357,7 +361,8 @@ impl LocalApic {
         if !self.hardware_enabled {
             return None;
         }
-        match offset & 0xff0 {
+        let register = offset & 0xff0;
+        match register {
             reg::ID => self.id = (value >> 24) as u8,
             reg::TPR => self.tpr = value & 0xff,
             reg::EOI => return self.end_of_interrupt(),
@@ -374,7 +379,7 @@ impl LocalApic {
             }
             reg::ICR_HIGH => self.icr_high = value & 0xff00_0000,
             reg::LVT_TIMER..=reg::LVT_ERROR => {
-                self.write_lvt(((offset & 0xff0) - reg::LVT_TIMER) as usize >> 4, value)
+                self.write_lvt(((register - reg::LVT_TIMER) >> 4) as usize, value)
             }
             reg::TIMER_INITIAL => self.write_initial_count(value, now),
             reg::TIMER_DIVIDE => self.write_divide(value, now),
