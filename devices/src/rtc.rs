@@ -63,6 +63,18 @@ mod index {
     pub const PS2_CENTURY: usize = 0x37;
 }
 
+/// The registers that show the time, which follow it while the clock updates.
+const TIME_FIELDS: [usize; 8] = [
+    index::SECONDS,
+    index::MINUTES,
+    index::HOURS,
+    index::DAY_OF_WEEK,
+    index::DAY_OF_MONTH,
+    index::MONTH,
+    index::YEAR,
+    index::CENTURY,
+];
+
 const A_UIP: u8 = 0x80;
 const A_DIVIDER: u8 = 0x70;
 /// Divider value for a running clock: the 32.768 kHz time base.
@@ -387,14 +399,7 @@ impl Rtc {
 
     fn read_data(&mut self, now: u64) -> u8 {
         match self.index {
-            index::SECONDS
-            | index::MINUTES
-            | index::HOURS
-            | index::DAY_OF_WEEK
-            | index::DAY_OF_MONTH
-            | index::MONTH
-            | index::YEAR
-            | index::CENTURY => {
+            index if TIME_FIELDS.contains(&index) => {
                 if self.updating() {
                     self.show_time(now);
                 }
@@ -422,14 +427,7 @@ impl Rtc {
 
     fn write_data(&mut self, value: u8, now: u64) {
         match self.index {
-            index::SECONDS
-            | index::MINUTES
-            | index::HOURS
-            | index::DAY_OF_WEEK
-            | index::DAY_OF_MONTH
-            | index::MONTH
-            | index::YEAR
-            | index::CENTURY => {
+            index if TIME_FIELDS.contains(&index) => {
                 let updating = self.updating();
                 if updating {
                     // The other fields must say the present time, not the last one read.
