@@ -175,6 +175,11 @@ impl DebugControl {
     /// watchpoint stops the vCPU for the debugger.
     pub fn after_run(&self, exit: &VcpuExit) {
         let mut state = self.state.lock();
+        // A breakpoint of a client that just went away stops nothing: its session's
+        // breakpoints are dropped before the next run.
+        if state.listener.is_none() {
+            return;
+        }
         let stop = match exit {
             VcpuExit::Debug if state.mode == Mode::Stepping => Stop::Stepped,
             VcpuExit::DebugStop(DebugStop::Breakpoint { linear }) => Stop::Breakpoint(*linear),
@@ -313,5 +318,72 @@ impl DebugControl {
             state.debug_changed = false;
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use umbra_cpu::backend::emu::EmuHypervisor;
+    use umbra_cpu::backend::{Hypervisor, IoHandler};
+    use umbra_mmu::addr::Gpa;
+    use umbra_mmu::memslot::Memslots;
+
+    use super::*;
+
+    /// No devices: the vCPU runs whatever an empty machine gives it.
+    struct NoDevices;
+
+    impl IoHandler for NoDevices {
+        fn pio_read(&self, _port: u16, data: &mut [u8]) {
+            data.fill(0xff);
+        }
+        fn pio_write(&self, _port: u16, _data: &[u8]) {}
+        fn mmio_read(&self, _gpa: Gpa, data: &mut [u8]) {
+            data.fill(0xff);
+        }
+        fn mmio_write(&self, _gpa: Gpa, _data: &[u8]) {}
+    }
+
+    /// A vCPU held at reset, run by a loop like the machine's on its own thread.
+    fn held_vcpu() -> (Arc<DebugControl>, std::thread::JoinHandle<()>) {
+        let vm = EmuHypervisor.create_vm(Arc::new(Memslots::new())).unwrap();
+        let mut vcpu = vm.create_vcpu(0, Arc::new(NoDevices)).unwrap();
+        let control = Arc::new(DebugControl::new(vcpu.kick_handle(), true));
+        let looping = control.clone();
+        let thread = std::thread::spawn(move || {
+            while !looping.before_run(&mut *vcpu).unwrap() {
+                let exit = vcpu.run().unwrap();
+                looping.after_run(&exit);
+            }
+        });
+        (control, thread)
+    }
+
+    #[test]
+    fn the_debugger_stops_reads_resumes_and_kills() {
+        let (control, thread) = held_vcpu();
+        let (listener, events) = mpsc::channel();
+        control.attach(listener).unwrap();
+        let rip = control.call(|vcpu| vcpu.registers().unwrap().rip);
+        assert_eq!(rip, Ok(0xfff0));
+
+        control.resume(false);
+        assert_eq!(control.call(|_| ()), Err(ControlError::Running));
+        control.interrupt();
+        assert!(matches!(
+            events.recv_timeout(Duration::from_secs(10)),
+            Ok(SessionEvent::Stopped(Stop::Interrupted))
+        ));
+        assert_eq!(control.call(|_| ()), Ok(()));
+
+        control.resume(true);
+        assert!(matches!(
+            events.recv_timeout(Duration::from_secs(10)),
+            Ok(SessionEvent::Stopped(Stop::Stepped))
+        ));
+
+        control.detach(true);
+        control.kill();
+        thread.join().unwrap();
     }
 }

@@ -15,7 +15,7 @@
 //! | | emu | kvm (hardware) | kvm on PVM |
 //! |---|---|---|---|
 //! | breakpoints | any number, checked before each instruction | 4 debug registers | any number, by single-stepping (slow) |
-//! | watchpoints | any number and size, on every data access | debug registers (1, 2, 4, 8 bytes) | refused: `set can-use-hw-watchpoints 0` |
+//! | watchpoints | any number and size, on every data access | debug registers (1, 2, 4, 8 bytes; no read-only) | refused: `set can-use-hw-watchpoints 0` |
 //! | MMU commands | roles, roots, TLB, counters | KVM's binary statistics | KVM's binary statistics |
 
 pub mod arch;

@@ -4,7 +4,9 @@
 //!
 //! [`Vcpu::set_guest_debug`] maps onto KVM_SET_GUEST_DEBUG: breakpoints and watchpoints go into
 //! the four debug registers the API lends the debugger (KVM_GUESTDBG_USE_HW_BP), and a
-//! KVM_EXIT_DEBUG says from DR6 which one fired. That is exact on hardware KVM, but PVM runs
+//! KVM_EXIT_DEBUG says from DR6 which one fired; a debug register watches writes, or reads and
+//! writes together, so watching reads alone is refused, as QEMU does. That is exact on hardware
+//! KVM, but PVM runs
 //! guest kernel code in KVM's instruction emulator, which never looks at the debug registers
 //! (nor handles INT3 for KVM_GUESTDBG_USE_SW_BP: emulation fails); only single-stepping works
 //! there. So on PVM breakpoints are kept by single-stepping and comparing each instruction's
@@ -34,8 +36,8 @@ use crate::state::{CpuMode, RFLAGS_IF, RFLAGS_RF, Registers, SystemRegisters};
 
 /// DR6.BS: the debug exit was a single step.
 const DR6_BS: u64 = 1 << 14;
-/// DR7 bit 10 reads as 1.
-const DR7_FIXED: u64 = 1 << 10;
+/// DR7's GE bit and bit 10, which reads as 1: the base QEMU gives the debug registers too.
+const DR7_BASE: u64 = 0x600;
 
 /// What the VM tells each vCPU about the machine it runs on.
 #[derive(Clone, Copy, Debug)]
@@ -104,16 +106,17 @@ impl KvmVcpu {
         let mut debug = kvm_guest_debug::default();
         let single_step = self.debug.single_step || self.stepping_for_breakpoints();
         if !self.traits.breakpoints_by_stepping {
-            let mut dr7 = DR7_FIXED;
+            let mut dr7 = DR7_BASE;
             let slots = self
                 .debug
                 .breakpoints
                 .iter()
                 .map(|&linear| (linear, 0, 1))
                 .chain(self.debug.watchpoints.iter().map(|w| {
-                    let rw = match w.kind {
-                        WatchKind::Write => 0b01,
-                        WatchKind::Read | WatchKind::Access => 0b11,
+                    let rw = if w.kind == WatchKind::Write {
+                        0b01
+                    } else {
+                        0b11
                     };
                     (w.linear, rw, w.len)
                 }));
@@ -125,9 +128,10 @@ impl KvmVcpu {
                     _ => 0b00,
                 };
                 debug.arch.debugreg[slot] = linear;
-                dr7 |= (1 << (2 * slot)) | (rw << (16 + 4 * slot)) | (len_bits << (18 + 4 * slot));
+                // Gn: enabled for every task, as QEMU sets them.
+                dr7 |= (2 << (2 * slot)) | (rw << (16 + 4 * slot)) | (len_bits << (18 + 4 * slot));
             }
-            if dr7 != DR7_FIXED {
+            if dr7 != DR7_BASE {
                 debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
                 debug.arch.debugreg[7] = dr7;
             }
@@ -367,6 +371,11 @@ impl Vcpu for KvmVcpu {
                 "PVM runs guest kernel code in KVM's instruction emulator, which ignores the \
                  debug registers: no watchpoints (gdb: set can-use-hw-watchpoints 0)"
                     .to_owned(),
+            ));
+        }
+        if debug.watchpoints.iter().any(|w| w.kind == WatchKind::Read) {
+            return Err(BackendError::DebugUnsupported(
+                "the debug registers cannot watch reads alone (use awatch)".to_owned(),
             ));
         }
         let slots = if self.traits.breakpoints_by_stepping {
