@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use umbra_cpu::backend::emu::EmuHypervisor;
+use umbra_cpu::backend::emu::EmuOptions;
 use umbra_cpu::backend::{IoHandler, Vcpu, VcpuExit};
 use umbra_cpu::state::{Registers, Segment, SystemRegisters};
 use umbra_mmu::addr::{Gfn, Gpa};
@@ -170,9 +170,11 @@ fn main() {
         ("keep", SplitPolicy::Keep),
     ] {
         let memslots = memory();
-        let vm = EmuHypervisor
-            .create_vm_with_split_policy(memslots.clone(), policy)
-            .unwrap();
+        let options = EmuOptions {
+            split_policy: policy,
+            ..EmuOptions::default()
+        };
+        let vm = options.create_emu_vm(memslots.clone()).unwrap();
         let mut vcpu = umbra_cpu::backend::Vm::create_vcpu(&*vm, 0, Arc::new(NoDevices)).unwrap();
         long_mode(&mut *vcpu);
         // The first pass maps the region with 512 large leaves.

@@ -1,7 +1,7 @@
 //! Choosing what runs the guest (`--accel`), and saying why.
 
 use umbra_cpu::backend::Hypervisor;
-use umbra_cpu::backend::emu::EmuHypervisor;
+use umbra_cpu::backend::emu::EmuOptions;
 use umbra_cpu::backend::kvm::{KvmError, KvmFlavor, KvmHypervisor};
 
 use crate::cli::Accel;
@@ -27,9 +27,9 @@ pub enum AccelError {
 /// `auto` takes KVM only where it runs guests in hardware with two-dimensional paging; on a
 /// host without it, or whose KVM is a software backend such as PVM (which runs every guest
 /// kernel instruction in KVM's own emulator), Umbra's emulator is the faster choice.
-pub fn choose(accel: Accel) -> Result<Choice, AccelError> {
+pub fn choose(accel: Accel, emu_options: EmuOptions) -> Result<Choice, AccelError> {
     let emu = |reason: String| Choice {
-        hypervisor: Box::new(EmuHypervisor),
+        hypervisor: Box::new(emu_options),
         reason,
     };
     match accel {

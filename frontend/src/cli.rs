@@ -54,6 +54,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
 
+    /// How the emulator translates guest addresses: through its TLB and shadow pages
+    /// (`shadow`), or by walking the guest's page tables on every access (`walker`, the
+    /// reference the caches are checked against).
+    #[arg(long, value_enum, default_value_t = MmuMode::Shadow)]
+    pub mmu: MmuMode,
+
     /// Guest RAM, as QEMU's -m: 512M, 1G, or a bare number of MiB.
     #[arg(
         short = 'm',
@@ -97,6 +103,15 @@ impl RunArgs {
             .clone()
             .or(self.gdb_default.then(GdbAddress::default_tcp))
     }
+}
+
+/// The `--mmu` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MmuMode {
+    /// TLB and shadow pages in front of the page walker.
+    Shadow,
+    /// The page walker alone, on every access.
+    Walker,
 }
 
 /// The `--accel` choices.

@@ -9,12 +9,13 @@ use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
 use umbra::accel;
-use umbra::cli::{Cli, Command, FirmwareCommand, RunArgs, SerialTarget};
+use umbra::cli::{Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget};
 use umbra::gdb::target::MachineView;
 use umbra::machine::{Machine, MachineConfig, MachineError};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
 use umbra::rom::RomImage;
 use umbra_cpu::backend::Vcpu;
+use umbra_cpu::backend::emu::EmuOptions;
 
 /// An error and the exit status it gives.
 struct Failure {
@@ -73,7 +74,11 @@ fn main() -> ExitCode {
 
 fn list_firmware() -> u8 {
     let images = umbra_firmware::builtin();
-    let width = images.iter().map(|image| image.name.len()).max().unwrap_or(0);
+    let width = images
+        .iter()
+        .map(|image| image.name.len())
+        .max()
+        .unwrap_or(0);
     for image in images {
         println!("{:<width$}  {}", image.name, image.summary);
     }
@@ -108,7 +113,17 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             "-S waits for gdb to start the guest: give -s or --gdb too"
         )));
     }
-    let choice = accel::choose(args.accel).map_err(Failure::runtime)?;
+    let emu_options = EmuOptions {
+        mmu_caching: args.mmu == MmuMode::Shadow,
+        ..EmuOptions::default()
+    };
+    let choice = accel::choose(args.accel, emu_options).map_err(Failure::runtime)?;
+    if args.mmu == MmuMode::Walker && choice.hypervisor.name() != "emu" {
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "--mmu walker applies to the emulator only (this run uses {})",
+            choice.hypervisor.name()
+        )));
+    }
     eprintln!("umbra: accel {}", choice.reason);
     let config = MachineConfig {
         memory: args.memory,

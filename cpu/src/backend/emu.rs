@@ -23,32 +23,60 @@ const STEPS_PER_RUN: u32 = 1 << 20;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmuHypervisor;
 
-impl EmuHypervisor {
-    /// A VM over `memslots` whose large shadow mappings are split by `split_policy` when
-    /// dirty logging is enabled on their slot. [`Hypervisor::create_vm`] splits eagerly, as
-    /// KVM does by default (`eager_page_split`).
-    pub fn create_vm_with_split_policy(
-        &self,
-        memslots: Arc<Memslots>,
-        split_policy: SplitPolicy,
-    ) -> Result<Arc<EmuVm>, BackendError> {
-        let shadow = Arc::new(ShadowMmu::new());
-        memslots.set_write_tracker(shadow.clone());
-        memslots.set_observer(Box::new(ShadowFollowsMemslots {
-            shadow: shadow.clone(),
-            split_policy,
-        }))?;
-        Ok(Arc::new(EmuVm { memslots, shadow }))
-    }
-}
-
 impl Hypervisor for EmuHypervisor {
     fn name(&self) -> &'static str {
         "emu"
     }
 
     fn create_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<dyn Vm>, BackendError> {
-        Ok(self.create_vm_with_split_policy(memslots, SplitPolicy::Eager)?)
+        EmuOptions::default().create_vm(memslots)
+    }
+}
+
+/// The emulator with its options chosen: [`EmuHypervisor`] is the default ones.
+#[derive(Clone, Copy, Debug)]
+pub struct EmuOptions {
+    /// What enabling dirty logging on a slot does to the large shadow mappings in it.
+    pub split_policy: SplitPolicy,
+    /// Whether vCPUs translate through the TLB and shadow pages (`true`) or walk the guest's
+    /// tables on every access (`false`: the reference, for comparisons).
+    pub mmu_caching: bool,
+}
+
+impl Default for EmuOptions {
+    /// Eager splitting, as KVM's default (`eager_page_split`), and the MMU's caches on.
+    fn default() -> Self {
+        EmuOptions {
+            split_policy: SplitPolicy::Eager,
+            mmu_caching: true,
+        }
+    }
+}
+
+impl EmuOptions {
+    /// A VM over `memslots` with these options.
+    pub fn create_emu_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<EmuVm>, BackendError> {
+        let shadow = Arc::new(ShadowMmu::new());
+        memslots.set_write_tracker(shadow.clone());
+        memslots.set_observer(Box::new(ShadowFollowsMemslots {
+            shadow: shadow.clone(),
+            split_policy: self.split_policy,
+        }))?;
+        Ok(Arc::new(EmuVm {
+            memslots,
+            shadow,
+            mmu_caching: self.mmu_caching,
+        }))
+    }
+}
+
+impl Hypervisor for EmuOptions {
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn create_vm(&self, memslots: Arc<Memslots>) -> Result<Arc<dyn Vm>, BackendError> {
+        Ok(self.create_emu_vm(memslots)?)
     }
 }
 
@@ -82,6 +110,7 @@ impl MemslotObserver for ShadowFollowsMemslots {
 pub struct EmuVm {
     memslots: Arc<Memslots>,
     shadow: Arc<ShadowMmu>,
+    mmu_caching: bool,
 }
 
 impl Vm for EmuVm {
@@ -90,8 +119,10 @@ impl Vm for EmuVm {
         _index: u32,
         io: Arc<dyn IoHandler>,
     ) -> Result<Box<dyn Vcpu>, BackendError> {
+        let mut cpu = Interpreter::new(self.memslots.clone(), self.shadow.clone(), io);
+        cpu.set_mmu_caching(self.mmu_caching);
         Ok(Box::new(EmuVcpu {
-            cpu: Interpreter::new(self.memslots.clone(), self.shadow.clone(), io),
+            cpu,
             shadow: self.shadow.clone(),
             control: RunControl {
                 single_step: SingleStep::Off,

@@ -261,6 +261,12 @@ impl Interpreter {
         )
     }
 
+    /// Turns the MMU's TLB and shadow pages off (`false`: every access walks the guest's
+    /// tables) or on.
+    pub fn set_mmu_caching(&mut self, on: bool) {
+        self.mmu.set_caching(on);
+    }
+
     /// The MMU's counters.
     pub fn mmu_counters(&self) -> umbra_mmu::vcpu_mmu::MmuCounters {
         self.mmu.counters()
