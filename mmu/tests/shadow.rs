@@ -326,7 +326,11 @@ fn zap_all_makes_every_root_obsolete_at_once() {
     for page in 0..4 {
         mmu.translate(Gva(page << 12), read).unwrap();
     }
-    assert_eq!(mmu.counters().walks - walks, 4, "every translation walks again");
+    assert_eq!(
+        mmu.counters().walks - walks,
+        4,
+        "every translation walks again"
+    );
     // The root was emptied once, at its first fault, and is current again.
     mmu.begin_instruction();
     mmu.translate(Gva(0), read).unwrap();
@@ -341,7 +345,10 @@ fn with_caching_off_every_translation_is_a_walk() {
     for _ in 0..3 {
         for page in 0..6u64 {
             let gva = Gva(page << 12);
-            let walk = mmu.walker().clone().walk(&*memslots, gva, read, WalkMode::Probe);
+            let walk = mmu
+                .walker()
+                .clone()
+                .walk(&*memslots, gva, read, WalkMode::Probe);
             assert_eq!(mmu.translate(gva, read).map(|m| m.gpa), walk.map(|t| t.gpa));
         }
     }
