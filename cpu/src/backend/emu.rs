@@ -19,6 +19,10 @@ use crate::state::{RFLAGS_IF, Registers, SystemRegisters};
 /// (a debugger's interrupt) need not wait for it: they kick the vCPU ([`VcpuKick`]).
 const STEPS_PER_RUN: u32 = 1 << 20;
 
+/// How many instructions run between two looks at the kick: a kick waits for at most this
+/// many, and the look costs a load per this many.
+const KICK_INTERVAL: u32 = 64;
+
 /// Umbra's own emulator, as a hypervisor.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmuHypervisor;
@@ -179,7 +183,7 @@ impl RunControl {
     /// single-stepping.
     ///
     /// Without breakpoints or watchpoints a step costs one extra test of a flag computed
-    /// here and one relaxed load for the kick.
+    /// here, and every [`KICK_INTERVAL`] steps one relaxed load for the kick.
     fn run(&mut self, cpu: &mut Interpreter) -> VcpuExit {
         let debugging = !self.breakpoints.is_empty() || cpu.watching();
         match self.single_step {
@@ -196,12 +200,15 @@ impl RunControl {
             }
             SingleStep::Off => {}
         }
-        for _ in 0..STEPS_PER_RUN {
-            if self.kick.pending() && self.kick.take() {
+        let kick = self.kick.clone();
+        for _ in 0..STEPS_PER_RUN / KICK_INTERVAL {
+            if kick.pending() && kick.take() {
                 return VcpuExit::Interrupted;
             }
-            if let Some(exit) = self.step(cpu, debugging) {
-                return exit;
+            for _ in 0..KICK_INTERVAL {
+                if let Some(exit) = self.step(cpu, debugging) {
+                    return exit;
+                }
             }
         }
         VcpuExit::Interrupted

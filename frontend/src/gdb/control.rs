@@ -256,8 +256,15 @@ impl DebugControl {
     /// Stops a running vCPU; it tells the session when it has parked.
     pub fn interrupt(&self) {
         let mut state = self.state.lock();
-        if state.mode != Mode::Stopped {
-            state.mode = Mode::Stopped;
+        if state.mode == Mode::Stopped {
+            return;
+        }
+        state.mode = Mode::Stopped;
+        if state.parked {
+            // Resumed, but it has not left its parking place yet, and now never will: it
+            // is stopped already.
+            state.tell(SessionEvent::Stopped(Stop::Interrupted));
+        } else {
             state.report = Some(Stop::Interrupted);
             self.kick.kick();
         }
@@ -375,6 +382,16 @@ mod tests {
             Ok(SessionEvent::Stopped(Stop::Interrupted))
         ));
         assert_eq!(control.call(|_| ()), Ok(()));
+
+        // An interrupt that comes before the vCPU has left its parking place.
+        for _ in 0..100 {
+            control.resume(false);
+            control.interrupt();
+            assert!(matches!(
+                events.recv_timeout(Duration::from_secs(10)),
+                Ok(SessionEvent::Stopped(Stop::Interrupted))
+            ));
+        }
 
         control.resume(true);
         assert!(matches!(
