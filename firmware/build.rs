@@ -110,6 +110,13 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::TestOnly,
         summary: "bench-ctxsw with 1000 timed switches per variant, for tests on KVM's emulator",
     },
+    ImageSpec {
+        name: "pt-modify",
+        source: "pt-modify.s",
+        defines: &[],
+        listing: Listing::TestOnly,
+        summary: "page-table changes with and without INVLPG in 32-bit, PAE, 4- and 5-level paging",
+    },
 ];
 
 /// Why the firmware could not be built.

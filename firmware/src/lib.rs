@@ -73,9 +73,11 @@ mod tests {
     const NEAR_JMP: u8 = 0xe9;
 
     fn all_images() -> impl Iterator<Item = &'static Image> {
-        builtin()
-            .iter()
-            .chain([test_images::demo_fail(), test_images::bench_compute_quick()])
+        builtin().iter().chain([
+            test_images::demo_fail(),
+            test_images::bench_compute_quick(),
+            test_images::pt_modify(),
+        ])
     }
 
     fn symbol_address(elf: &object::File<'_>, name: &str) -> u64 {
