@@ -205,7 +205,7 @@ impl Report {
 
 /// Asserts that two runs print the same line for every case both ran, and that each case line
 /// only one ran is one the other said it skipped. `deviations` names the lines `b` is known to
-/// get wrong: there `b` must print the known wrong line, and the comparison says so.
+/// get wrong: there `b` may print the known wrong line instead, and the comparison says so.
 fn assert_agree(
     a_name: &str,
     a: &Report,
