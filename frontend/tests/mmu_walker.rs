@@ -8,8 +8,20 @@ use common::{kvm_usable, run_umbra, text};
 
 /// Runs built-in `firmware` on the emulator with `--mmu mode`; its serial output.
 fn output(firmware: &str, mode: &str) -> String {
-    let out = run_umbra(&["run", "--accel", "emu", "--mmu", mode, "--firmware", firmware]);
-    assert!(out.status.success(), "{firmware} --mmu {mode}: {}", text(&out.stderr));
+    let out = run_umbra(&[
+        "run",
+        "--accel",
+        "emu",
+        "--mmu",
+        mode,
+        "--firmware",
+        firmware,
+    ]);
+    assert!(
+        out.status.success(),
+        "{firmware} --mmu {mode}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
