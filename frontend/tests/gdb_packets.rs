@@ -173,7 +173,7 @@ fn a_well_behaved_client_gets_answers() {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
