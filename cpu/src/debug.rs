@@ -62,13 +62,6 @@ pub struct GuestDebug {
     pub watchpoints: Vec<Watchpoint>,
 }
 
-impl GuestDebug {
-    /// Nothing is watched and nothing is stepped.
-    pub fn is_idle(&self) -> bool {
-        !self.single_step && self.breakpoints.is_empty() && self.watchpoints.is_empty()
-    }
-}
-
 /// Why a breakpoint or watchpoint stopped a vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DebugStop {
