@@ -2,8 +2,12 @@
 //!
 //! A REP-prefixed instruction runs up to [`ITERATIONS_PER_STEP`] iterations per step, committing
 //! rCX, rSI and rDI after each; if it has not finished it leaves RIP on itself, so the vCPU loop
-//! can take an interrupt and the instruction continues where it stopped, as the SDM allows. A
-//! fault in an iteration leaves the registers as the completed iterations left them.
+//! can take an interrupt and the instruction continues where it stopped, as the SDM allows.
+//! With TF set it runs one iteration per step: the processor takes the single-step trap after
+//! each iteration, with RIP still on the instruction. A fault in an iteration leaves the
+//! registers as the completed iterations left them, except that a REPE or REPNE CMPS or SCAS
+//! puts RFLAGS back as it was before the instruction (SDM Vol. 2B, REP), so that it resumes
+//! as if it had not begun.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -12,7 +16,7 @@ use crate::interp::exception::Exception;
 use crate::interp::operands::size_mask;
 use crate::interp::segmentation::SegReg;
 use crate::interp::{Interpreter, StepEvent};
-use crate::state::RFLAGS_DF;
+use crate::state::{RFLAGS_DF, RFLAGS_TF};
 
 /// How many iterations a REP string instruction runs before giving the loop a chance to
 /// deliver interrupts.
@@ -105,6 +109,7 @@ impl Interpreter {
             4 => Register::EAX,
             _ => Register::RAX,
         };
+        let rflags_before = self.regs.rflags;
         let mut iterations = 0;
         loop {
             if repeated && self.reg(cx) == 0 {
@@ -127,12 +132,14 @@ impl Interpreter {
                     self.set_reg(acc, value);
                 }
                 StringOp::Cmps | StringOp::Scas => {
-                    let (a, b) = if op == StringOp::Cmps {
-                        let a = self.read_mem(source_seg, source, size)?;
-                        (a, self.read_mem(SegReg::Es, destination, size)?)
+                    let operands = if op == StringOp::Cmps {
+                        self.read_mem(source_seg, source, size)
+                            .and_then(|a| Ok((a, self.read_mem(SegReg::Es, destination, size)?)))
                     } else {
-                        (self.reg(acc), self.read_mem(SegReg::Es, destination, size)?)
+                        self.read_mem(SegReg::Es, destination, size)
+                            .map(|b| (self.reg(acc), b))
                     };
+                    let (a, b) = operands.inspect_err(|_| self.regs.rflags = rflags_before)?;
                     let width = OpSize::from_bytes(size as u32).expect("1, 2, 4 or 8");
                     let (_, flags) = alu::binary(BinaryOp::Cmp, width, a, b, self.regs.rflags);
                     self.regs.rflags =
@@ -185,7 +192,10 @@ impl Interpreter {
                 return Ok(Some(()));
             }
             iterations += 1;
-            if iterations == ITERATIONS_PER_STEP || self.event == StepEvent::Io {
+            if iterations == ITERATIONS_PER_STEP
+                || self.event == StepEvent::Io
+                || self.regs.rflags & RFLAGS_TF != 0
+            {
                 // Not finished: run this instruction again on the next step.
                 self.next_rip = self.regs.rip;
                 return Ok(Some(()));
@@ -193,3 +203,6 @@ impl Interpreter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
