@@ -82,11 +82,11 @@ pub struct PairRun {
 }
 
 /// `sequence` ending right after its instruction `k`.
-pub fn prefix(sequence: &Sequence, instructions: &[Instruction], k: usize) -> Sequence {
+pub fn prefix(sequence: &Sequence, k: usize) -> Sequence {
     let mut truncated = sequence.clone();
     let code_start = sequence.mode.entry();
-    for instruction in &instructions[k + 1..] {
-        let offset = (instruction.ip() - code_start) as usize;
+    for start in &sequence.starts[k + 1..] {
+        let offset = (start - code_start) as usize;
         truncated.code[offset] = 0xcc;
         truncated.memory[CODE as usize + offset] = 0xcc;
     }
@@ -104,7 +104,7 @@ pub fn first_divergence<E>(
         if instruction.code() == Code::Int3 {
             break;
         }
-        let run = run_pair(&prefix(sequence, &instructions, k))?;
+        let run = run_pair(&prefix(sequence, k))?;
         if !run.differences.is_empty() {
             return Ok(Some(FirstDivergence {
                 instruction: *instruction,

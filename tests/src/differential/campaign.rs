@@ -11,7 +11,7 @@ use iced_x86::{Code, Instruction};
 use umbra_cpu::backend::Hypervisor;
 use umbra_cpu::backend::emu::EmuHypervisor;
 
-use super::bisect::{FirstDivergence, PairRun, first_divergence};
+use super::bisect::{FirstDivergence, PairRun, first_divergence, prefix};
 use super::compare::{Difference, compare, sequence_registers, undefined_flags};
 use super::deviations::{Divergent, explanation};
 use super::generator::{Generator, Sequence};
@@ -20,6 +20,8 @@ use super::machine::{End, MachineError, Step, TestMachine};
 
 /// The most interpreter steps one sequence may take: its instructions and one exception.
 const MAX_STEPS: usize = 200;
+/// #DB, the single-step trap.
+const DEBUG_VECTOR: u8 = 1;
 
 /// A divergence no known deviation explains.
 #[derive(Clone, Debug)]
@@ -45,7 +47,12 @@ impl std::fmt::Display for Report {
         for instruction in sequence.instructions() {
             let mut text = String::new();
             formatter.format(&instruction, &mut text);
-            writeln!(f, "  {:8x}  {text}", instruction.ip())?;
+            let start = (instruction.ip() - sequence.mode.entry()) as usize;
+            let bytes: String = sequence.code[start..start + instruction.len()]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            writeln!(f, "  {:8x}  {bytes:<30} {text}", instruction.ip())?;
         }
         writeln!(f, "at the end:")?;
         for difference in &self.differences {
@@ -73,6 +80,8 @@ pub struct Stats {
     pub deviations: BTreeMap<&'static str, u64>,
     /// How sequences ended, by kind (on KVM).
     pub ends: BTreeMap<String, u64>,
+    /// Sequences compared only up to an instruction that read a flag left undefined.
+    pub cut_short: u64,
 }
 
 impl std::fmt::Display for Stats {
@@ -85,6 +94,13 @@ impl std::fmt::Display for Stats {
             self.codes.len(),
             self.divergences
         )?;
+        if self.cut_short > 0 {
+            write!(
+                f,
+                "\n  compared up to a read of an undefined flag: {}",
+                self.cut_short
+            )?;
+        }
         for (name, count) in &self.deviations {
             write!(f, "\n  known PVM deviation {name}: {count}")?;
         }
@@ -108,6 +124,9 @@ struct Outcome {
     end: End,
     /// The known deviations that explained a difference.
     explained: HashSet<&'static str>,
+    /// Whether the results compared are those of a shorter sequence, ending before an
+    /// instruction that read a flag left undefined (see [`undefined_flags`]).
+    cut_short: bool,
 }
 
 impl Rig {
@@ -135,13 +154,43 @@ impl Rig {
         let emu = self.emu.snapshot(end)?;
 
         let mode = sequence.mode;
+        // An instruction that faulted (the frame holds its own RIP) changed no flag; one
+        // that a single-step trap stopped between two iterations (a REP string instruction,
+        // whose frame holds its RIP too) changed them as its completed iterations did.
+        let faulted = trace.last().is_some_and(|last| {
+            matches!(emu.end, End::Exception(vector) if vector != DEBUG_VECTOR)
+                && sequence_registers(mode, &emu).rip == last.ip()
+        });
+        let (completed, faulting) = match trace.split_last() {
+            Some((last, completed)) if faulted => (completed, Some(last)),
+            _ => (&trace[..], None),
+        };
+        let undefined = undefined_flags(completed, faulting);
+        if let Some(reader) = undefined.read_by {
+            // What the reader and everything after it do may depend on the undefined flag:
+            // compare the sequence that ends right before it instead. A flag is only
+            // undefined after an instruction has run, so the reader is not the first.
+            let k = sequence
+                .starts
+                .iter()
+                .position(|&start| start == reader.ip())
+                .and_then(|k| k.checked_sub(1))
+                .expect("a reader of an undefined flag follows the instruction that left it");
+            let cut = self.run_pair(&prefix(sequence, k))?;
+            return Ok(Outcome {
+                trace,
+                end: kvm.end,
+                cut_short: true,
+                ..cut
+            });
+        }
         let divergent = Divergent {
             sequence,
             kvm: &kvm,
             emu: &emu,
         };
         let mut explained = HashSet::new();
-        let differences = compare(mode, &kvm, &emu, undefined_flags(&trace))
+        let differences = compare(mode, &kvm, &emu, undefined.flags)
             .into_iter()
             .filter(|difference| match explanation(&divergent, difference) {
                 Some(name) => {
@@ -160,6 +209,7 @@ impl Rig {
             trace,
             end: kvm.end,
             explained,
+            cut_short: false,
         })
     }
 }
@@ -209,6 +259,7 @@ impl Campaign {
         stats.instructions += executed.clone().count() as u64;
         stats.codes.extend(executed.map(|i| i.code()));
         *stats.ends.entry(outcome.end.to_string()).or_default() += 1;
+        stats.cut_short += u64::from(outcome.cut_short);
         for name in outcome.explained {
             *stats.deviations.entry(name).or_default() += 1;
         }

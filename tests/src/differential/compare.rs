@@ -3,12 +3,15 @@
 //! fault, and all of memory.
 //!
 //! Flags the SDM leaves undefined are compared like the others: the interpreter computes
-//! arithmetic flags by running the same instruction on the host, and under PVM a CPL 3
+//! arithmetic flags by running the same instruction on the host, and under PVM a 64-bit CPL 3
 //! sequence runs natively on that same host, so even undefined flags agree. Where they
 //! cannot, [`UNDEFINED_FLAGS`] lists the instruction and the flags to mask, each with its
-//! reason; a flag is masked only while the last instruction that wrote it is one listed.
+//! reason; a flag is masked only while the last instruction that wrote it is one listed, and
+//! a run is compared only up to the first instruction that reads a masked flag (see
+//! [`undefined_flags`]). [`flags_after_fault`] names the one fault whose flags processors
+//! leave differently.
 
-use iced_x86::{Instruction, Mnemonic};
+use iced_x86::{Instruction, Mnemonic, RflagsBits};
 use umbra_cpu::state::{Registers, Segment};
 
 use super::layout::{KERNEL_STACK_TOP, Mode, RAM_SIZE};
@@ -17,29 +20,128 @@ use super::machine::{End, Snapshot};
 /// Instructions whose undefined flags the two backends leave differently, and why. Every
 /// other generated instruction's undefined flags have been seen to agree.
 pub const UNDEFINED_FLAGS: &[(Mnemonic, u64, &str)] = &[(
-    Mnemonic::Lzcnt,
-    OF | SF | AF | PF,
-    "the interpreter computes LZCNT itself (the host may lack it) and clears OF, SF, AF and \
-     PF; AMD processors leave them unchanged",
+    Mnemonic::Das,
+    OF,
+    "KVM's instruction emulator, which runs every DAS (an instruction invalid in 64-bit \
+     mode), clears the OF that the SDM leaves undefined; the interpreter sets it as the \
+     host's processors do, as the subtraction of the adjustment does",
 )];
 
-/// Arithmetic flags.
-const OF: u64 = 1 << 11;
-const SF: u64 = 1 << 7;
-const AF: u64 = 1 << 4;
+/// RFLAGS bits.
+const CF: u64 = 1 << 0;
 const PF: u64 = 1 << 2;
+const AF: u64 = 1 << 4;
+const ZF: u64 = 1 << 6;
+const SF: u64 = 1 << 7;
+const IF: u64 = 1 << 9;
+const DF: u64 = 1 << 10;
+const OF: u64 = 1 << 11;
+const AC: u64 = 1 << 18;
 
-/// The flags that are still undefined after `trace`, the instructions a run executed, in
-/// order: left by an instruction of [`UNDEFINED_FLAGS`], not written since.
-pub fn undefined_flags(trace: &[Instruction]) -> u64 {
-    trace.iter().fold(0, |undefined, instruction| {
-        let written = u64::from(instruction.rflags_modified());
+/// iced-x86's [`RflagsBits`], which number the flags their own way, as RFLAGS bits.
+fn rflags_bits(iced: u32) -> u64 {
+    [
+        (RflagsBits::CF, CF),
+        (RflagsBits::PF, PF),
+        (RflagsBits::AF, AF),
+        (RflagsBits::ZF, ZF),
+        (RflagsBits::SF, SF),
+        (RflagsBits::IF, IF),
+        (RflagsBits::DF, DF),
+        (RflagsBits::OF, OF),
+        (RflagsBits::AC, AC),
+    ]
+    .into_iter()
+    .filter(|&(bit, _)| iced & bit != 0)
+    .fold(0, |flags, (_, flag)| flags | flag)
+}
+
+/// What the flags of [`UNDEFINED_FLAGS`] come to in a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UndefinedFlags {
+    /// The flags still undefined at the end: left by an instruction of [`UNDEFINED_FLAGS`],
+    /// not written since.
+    pub flags: u64,
+    /// The first instruction that read a flag while it was undefined, if one did: what it
+    /// and everything after it do may depend on that flag, so the run is no oracle past it.
+    pub read_by: Option<Instruction>,
+}
+
+/// The flags that processors leave differently when `instruction` faults: after some
+/// iterations of a REPE or REPNE CMPS or SCAS, the SDM puts RFLAGS back as it was before the
+/// instruction (as the interpreter, presenting itself as an Intel processor, does), where this
+/// host's AMD processor leaves the flags of a later iteration (and KVM's instruction emulator
+/// those of the last time it returned to the guest, every 1024 iterations).
+pub fn flags_after_fault(instruction: &Instruction) -> u64 {
+    use Mnemonic::*;
+    let repeated = instruction.has_rep_prefix() || instruction.has_repne_prefix();
+    let compares = matches!(
+        instruction.mnemonic(),
+        Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq
+    );
+    if repeated && compares {
+        OF | SF | ZF | AF | PF | CF
+    } else {
+        0
+    }
+}
+
+/// The undefined flags of a run: `completed` are the instructions it completed, in order,
+/// `faulted` the one whose fault ended it, if one did (it changed no flag itself, but see
+/// [`flags_after_fault`]).
+pub fn undefined_flags(completed: &[Instruction], faulted: Option<&Instruction>) -> UndefinedFlags {
+    let mut flags = 0;
+    for instruction in completed {
+        if rflags_bits(instruction.rflags_read()) & flags != 0 {
+            return UndefinedFlags {
+                flags,
+                read_by: Some(*instruction),
+            };
+        }
         let masked = UNDEFINED_FLAGS
             .iter()
             .find(|(mnemonic, _, _)| *mnemonic == instruction.mnemonic())
             .map_or(0, |(_, flags, _)| *flags);
-        (undefined & !written) | masked
-    })
+        // A flag the SDM leaves undefined after the instruction is, on the host's processor,
+        // often the one it had (BT's OF, for one): it stays masked.
+        let written = if may_leave_flags(instruction) {
+            0
+        } else {
+            rflags_bits(instruction.rflags_modified() & !instruction.rflags_undefined())
+        };
+        flags = (flags & !written) | masked;
+    }
+    UndefinedFlags {
+        flags: flags | faulted.map_or(0, flags_after_fault),
+        read_by: None,
+    }
+}
+
+/// Whether `instruction` may leave every flag as it was, which iced-x86's flag lists do not
+/// say: a shift or rotate whose count may be 0 after masking (a count in CL, or an immediate
+/// that masks to 0), a REP-prefixed CMPS or SCAS, which does nothing when rCX is 0.
+fn may_leave_flags(instruction: &Instruction) -> bool {
+    use Mnemonic::*;
+    match instruction.mnemonic() {
+        Rol | Ror | Rcl | Rcr | Shl | Sal | Shr | Sar | Shld | Shrd => {
+            let count = instruction.op_count() - 1;
+            let mask = if instruction.op0_register().size() == 8
+                || instruction.memory_size().size() == 8
+            {
+                0x3f
+            } else {
+                0x1f
+            };
+            // Not an immediate: the count is in CL.
+            instruction
+                .try_immediate(count)
+                .map_or(true, |count| count & mask == 0)
+        }
+        Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq => {
+            instruction.has_rep_prefix() || instruction.has_repne_prefix()
+        }
+        _ => false,
+    }
 }
 
 /// A value that differs: a register or field, a run of memory bytes, or how a run ended.

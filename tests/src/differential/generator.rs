@@ -68,6 +68,8 @@ pub struct Sequence {
     pub seed: u64,
     /// The code, placed at [`layout::CODE`], ending in INT3.
     pub code: Vec<u8>,
+    /// The RIP of each instruction of the code, in order.
+    pub starts: Vec<u64>,
     /// The initial register state.
     pub gpr: [u64; 16],
     /// The initial RFLAGS (arithmetic flags and DF; [`layout::RFLAGS_BASE`] is added).
@@ -77,15 +79,23 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// The instructions of the code, decoded, with their RIPs.
+    /// The instructions of the code, decoded, with their RIPs. Each is decoded at its own
+    /// start, so that an INT3 written over the first byte of one (see
+    /// [`super::bisect::prefix`]) leaves the others as they were.
     pub fn instructions(&self) -> Vec<Instruction> {
-        let mut decoder = Decoder::with_ip(
-            self.mode.bitness(),
-            &self.code,
-            self.mode.entry(),
-            DecoderOptions::NONE,
-        );
-        decoder.iter().collect()
+        self.starts
+            .iter()
+            .map(|&start| {
+                let offset = (start - self.mode.entry()) as usize;
+                Decoder::with_ip(
+                    self.mode.bitness(),
+                    &self.code[offset..],
+                    start,
+                    DecoderOptions::NONE,
+                )
+                .decode()
+            })
+            .collect()
     }
 }
 
@@ -192,7 +202,7 @@ impl Generator {
             instruction: end,
             target: None,
         });
-        let code = self.encode(&body);
+        let (code, starts) = self.encode(&body);
 
         let mut gpr: [u64; 16] = std::array::from_fn(|_| rng.interesting());
         if self.mode != Mode::Long64 {
@@ -218,6 +228,7 @@ impl Generator {
             mode: self.mode,
             seed,
             code,
+            starts,
             gpr,
             rflags,
             memory,
@@ -227,7 +238,8 @@ impl Generator {
     /// Encodes the body at the mode's entry point, resolving branch targets: a first pass
     /// finds every instruction's address (a branch's length does not depend on its target),
     /// the second encodes the branches to them. Targets past the end land on the final INT3.
-    fn encode(&self, body: &[Pending]) -> Vec<u8> {
+    /// Returns the code and the instructions' addresses.
+    fn encode(&self, body: &[Pending]) -> (Vec<u8>, Vec<u64>) {
         let bitness = self.mode.bitness();
         let mut addresses = Vec::with_capacity(body.len());
         let mut address = self.mode.entry();
@@ -255,7 +267,7 @@ impl Generator {
         }
         let code = encoder.take_buffer();
         assert!((code.len() as u64) < CODE_SIZE);
-        code
+        (code, addresses)
     }
 
     /// Appends one random instruction, with what prepares it.
@@ -305,18 +317,30 @@ impl Generator {
             .map(|&kind| self.operand(rng, code, kind, memory_size))
             .collect();
         let mut instruction = build(code, &operands)?;
-        if rng.percent(2) || (lockable(mnemonic_of(code)) && rng.percent(20)) {
+        let lock = rng.percent(2) || (lockable(mnemonic_of(code)) && rng.percent(20));
+        if lock && !super::deviations::lock_excluded(self.mode, code) {
             instruction.set_has_lock_prefix(true);
         }
-        // Check that it encodes on its own (a branch, to itself), so the whole sequence does.
+        // Check that it encodes on its own (a branch, to itself), so the whole sequence does,
+        // and that the bytes decode back to the same form: POP CS, which only the 8086 has,
+        // encodes as a lone 0F that this processor reads as the first byte of whatever
+        // follows. The check decodes without iced-x86's validity checks, so that a LOCK
+        // prefix on a form that does not take it stays in (its #UD is compared too).
         let mut probe = instruction;
         if op_code.op_kinds().iter().any(|kind| is_branch(*kind)) {
             probe.set_near_branch64(self.mode.entry());
         }
-        Encoder::new(self.mode.bitness())
-            .encode(&probe, self.mode.entry())
-            .ok()?;
-        Some(instruction)
+        let mut encoder = Encoder::new(self.mode.bitness());
+        let length = encoder.encode(&probe, self.mode.entry()).ok()?;
+        let bytes = encoder.take_buffer();
+        let decoded = Decoder::with_ip(
+            self.mode.bitness(),
+            &bytes,
+            self.mode.entry(),
+            DecoderOptions::NO_INVALID_CHECK,
+        )
+        .decode();
+        (decoded.code() == code && decoded.len() == length).then_some(instruction)
     }
 
     /// A random operand of `kind` for `code`.
@@ -564,7 +588,10 @@ fn usable(code: Code, mode: Mode) -> bool {
         Mode::Compat32 => op_code.mode32(),
         Mode::Protected16 => op_code.mode16(),
     };
+    // Forms that iced-x86 decodes only with a decoder option are those of old or other
+    // processors (the 486's early CMPXCHG at 0F A6/A7): #UD or another instruction here.
     if !op_code.is_instruction()
+        || op_code.decoder_option() != DecoderOptions::NONE
         || op_code.encoding() != EncodingKind::Legacy
         || !in_mode
         || !MNEMONICS.contains(&code.mnemonic())
