@@ -79,6 +79,14 @@ impl VcpuCounters {
     }
 }
 
+impl VcpuCounters {
+    /// Adds `hits` to the TLB hits. Only the owning vCPU's thread calls this.
+    pub(crate) fn add_tlb_hits(&self, hits: u64) {
+        let cell = &self.tlb_hits;
+        cell.store(cell.load(Ordering::Relaxed) + hits, Ordering::Relaxed);
+    }
+}
+
 impl MmuCounters {
     /// Page faults of every kind.
     pub fn page_faults(&self) -> u64 {

@@ -33,6 +33,10 @@ use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 /// How many roots a vCPU keeps: the current one and three previous, as KVM.
 pub const ROOT_CACHE_SIZE: usize = 4;
 
+/// How many TLB hits a vCPU counts before it publishes them to the counters other threads
+/// read: so they lag by at most this many.
+const PUBLISH_HITS_EVERY: u64 = 4096;
+
 /// CR3's page-table address bits.
 const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
@@ -97,6 +101,8 @@ pub struct VcpuMmu {
     caching: bool,
     pins: Vec<Arc<Memslot>>,
     counters: Arc<VcpuCounters>,
+    /// TLB hits not yet added to `counters`.
+    unpublished_hits: u64,
 }
 
 impl VcpuMmu {
@@ -119,6 +125,7 @@ impl VcpuMmu {
             caching: true,
             pins: Vec::new(),
             counters,
+            unpublished_hits: 0,
         };
         mmu.load_root();
         mmu
@@ -136,7 +143,15 @@ impl VcpuMmu {
 
     /// The counters now.
     pub fn counters(&self) -> MmuCounters {
-        self.counters.snapshot()
+        let mut counters = self.counters.snapshot();
+        counters.tlb_hits += self.unpublished_hits;
+        counters
+    }
+
+    /// Adds the TLB hits counted since the last call to the shared counters.
+    fn publish_hits(&mut self) {
+        self.counters
+            .add_tlb_hits(std::mem::take(&mut self.unpublished_hits));
     }
 
     /// The live counters, for a thread that watches this vCPU.
@@ -174,6 +189,9 @@ impl VcpuMmu {
     /// shadow entry was zapped, and releases pinned slots if the memslots changed.
     #[inline]
     pub fn begin_instruction(&mut self) {
+        if self.unpublished_hits >= PUBLISH_HITS_EVERY {
+            self.publish_hits();
+        }
         let generation = self.shadow.flush_generation();
         if generation != self.tlb_generation {
             self.tlb_generation = generation;
@@ -318,7 +336,8 @@ impl VcpuMmu {
         }
         let tag = self.root_tag();
         if let Some(mapping) = self.tlb.lookup(gva, tag, access) {
-            bump!(self.counters, tlb_hits);
+            // The hottest counter is kept in a plain field and published now and then.
+            self.unpublished_hits += 1;
             return Ok(mapping);
         }
         bump!(self.counters, tlb_misses);
