@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use umbra_cpu::backend::emu::EmuOptions;
-use umbra_cpu::backend::{IoHandler, Vcpu, VcpuExit};
+use umbra_cpu::backend::{NoDevices, Vcpu, VcpuExit};
 use umbra_cpu::state::{Registers, Segment, SystemRegisters};
 use umbra_mmu::addr::{Gfn, Gpa};
 use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotId};
@@ -19,20 +19,6 @@ const DATA: u64 = 1 << 30;
 const DATA_SLOT: SlotId = SlotId(1);
 /// Page tables at 4 KiB and up, code at 64 KiB, in a 4 MiB slot at 0.
 const CODE: u64 = 0x1_0000;
-
-/// Ignores I/O: the guest does none.
-struct NoDevices;
-
-impl IoHandler for NoDevices {
-    fn pio_read(&self, _: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn pio_write(&self, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: Gpa, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn mmio_write(&self, _: Gpa, _: &[u8]) {}
-}
 
 /// Memory: the low slot with page tables mapping 0-2 GiB with 2 MiB pages and the code; the
 /// data slot at 1 GiB.

@@ -36,6 +36,25 @@ pub trait IoHandler: Send + Sync {
     fn mmio_write(&self, gpa: Gpa, data: &[u8]);
 }
 
+/// A machine with no devices: port and MMIO reads float high (all ones), writes vanish. For
+/// tests and benchmarks that run guest code on a bare vCPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDevices;
+
+impl IoHandler for NoDevices {
+    fn pio_read(&self, _port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn pio_write(&self, _port: u16, _data: &[u8]) {}
+
+    fn mmio_read(&self, _gpa: Gpa, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn mmio_write(&self, _gpa: Gpa, _data: &[u8]) {}
+}
+
 /// Why [`Vcpu::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VcpuExit {

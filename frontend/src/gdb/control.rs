@@ -331,25 +331,10 @@ impl DebugControl {
 #[cfg(test)]
 mod tests {
     use umbra_cpu::backend::emu::EmuHypervisor;
-    use umbra_cpu::backend::{Hypervisor, IoHandler};
-    use umbra_mmu::addr::Gpa;
+    use umbra_cpu::backend::{Hypervisor, NoDevices};
     use umbra_mmu::memslot::Memslots;
 
     use super::*;
-
-    /// No devices: the vCPU runs whatever an empty machine gives it.
-    struct NoDevices;
-
-    impl IoHandler for NoDevices {
-        fn pio_read(&self, _port: u16, data: &mut [u8]) {
-            data.fill(0xff);
-        }
-        fn pio_write(&self, _port: u16, _data: &[u8]) {}
-        fn mmio_read(&self, _gpa: Gpa, data: &mut [u8]) {
-            data.fill(0xff);
-        }
-        fn mmio_write(&self, _gpa: Gpa, _data: &[u8]) {}
-    }
 
     /// A vCPU held at reset, run by a loop like the machine's on its own thread.
     fn held_vcpu() -> (Arc<DebugControl>, std::thread::JoinHandle<()>) {

@@ -9,7 +9,7 @@ use umbra_mmu::addr::{Gfn, Gpa};
 use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotId};
 use umbra_mmu::shadow::ShadowMmu;
 
-use crate::backend::IoHandler;
+use crate::backend::NoDevices;
 use crate::interp::exception::vector;
 use crate::interp::{Interpreter, StepEvent};
 use crate::state::{DescriptorTable, Registers, Segment, SystemRegisters};
@@ -44,20 +44,6 @@ pub(in crate::interp::exec) use ins;
 /// `[base + displacement]`.
 pub(in crate::interp::exec) fn mem(base: Register, displacement: i64) -> MemoryOperand {
     MemoryOperand::with_base_displ(base, displacement)
-}
-
-/// A machine without devices.
-struct NoDevices;
-
-impl IoHandler for NoDevices {
-    fn pio_read(&self, _: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn pio_write(&self, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: Gpa, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn mmio_write(&self, _: Gpa, _: &[u8]) {}
 }
 
 /// One vCPU in 64-bit mode at CPL 0 over 2 MiB of identity-mapped RAM, with SSE enabled
