@@ -6,6 +6,7 @@
 //! - [`memory_size`]: QEMU-style memory sizes.
 //! - [`memory_map`]: the PC memory map in memslots.
 //! - [`machine`]: the machine and its run loop.
+//! - [`platform`]: the PC's devices around the vCPU.
 //! - [`gdb`]: the gdbstub.
 //! - [`report`]: the summary line and the exit status.
 #![deny(missing_docs)]
@@ -16,5 +17,6 @@ pub mod gdb;
 pub mod machine;
 pub mod memory_map;
 pub mod memory_size;
+pub mod platform;
 pub mod report;
 pub mod rom;

@@ -4,19 +4,15 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use umbra_cpu::backend::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, Vm};
+use umbra_cpu::backend::{BackendError, Hypervisor, Vcpu, VcpuExit, Vm};
 use umbra_cpu::state::CpuMode;
-use umbra_devices::bus::Bus;
-use umbra_devices::debug_exit::{DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN, DebugExit};
 use umbra_devices::run_control::{RunControl, StopReason};
-use umbra_devices::uart::{COM1_PORT, UART_PORT_LEN, Uart};
-use umbra_mmu::addr::Gpa;
 use umbra_mmu::memslot::{MemslotError, Memslots};
 
 use crate::gdb::control::{DebugControl, Stop};
 use crate::memory_map;
 use crate::memory_size::MemorySize;
+use crate::platform::Platform;
 
 /// What a machine is built from.
 pub struct MachineConfig<'a> {
@@ -37,9 +33,9 @@ pub enum MachineError {
     /// The backend refused.
     #[error(transparent)]
     Backend(#[from] BackendError),
-    /// A device range clashed with another (a bug in the machine's layout).
-    #[error("cannot place a device: {0}")]
-    Bus(#[from] umbra_devices::bus::BusError),
+    /// The devices could not be put together (a bug in the layout).
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
 }
 
 /// How a run ended.
@@ -115,36 +111,16 @@ pub struct RunOutcome {
     pub wall: Duration,
 }
 
-/// The machine's devices, as a vCPU reaches them: one bus for ports, one for MMIO.
-struct DeviceBuses {
-    pio: Bus,
-    mmio: Bus,
-}
-
-impl IoHandler for DeviceBuses {
-    fn pio_read(&self, port: u16, data: &mut [u8]) {
-        self.pio.read(port.into(), data);
-    }
-
-    fn pio_write(&self, port: u16, data: &[u8]) {
-        self.pio.write(port.into(), data);
-    }
-
-    fn mmio_read(&self, gpa: Gpa, data: &mut [u8]) {
-        self.mmio.read(gpa.0, data);
-    }
-
-    fn mmio_write(&self, gpa: Gpa, data: &[u8]) {
-        self.mmio.write(gpa.0, data);
-    }
-}
-
 /// A PC with one vCPU, RAM, a firmware ROM, a UART and the debug-exit port.
 pub struct Machine {
     memslots: Arc<Memslots>,
     vm: Arc<dyn Vm>,
     vcpu: Box<dyn Vcpu>,
     control: Arc<RunControl>,
+    /// The devices.
+    platform: Platform,
+    /// The backend takes the platform's interrupts, so HLT with interrupts on waits for one.
+    takes_interrupts: bool,
     /// A debugger's hold on the vCPU, once one may attach.
     debugger: Option<Arc<DebugControl>>,
 }
@@ -155,27 +131,17 @@ impl Machine {
         let memslots = Arc::new(Memslots::new());
         memory_map::build(&memslots, config.memory, config.rom)?;
         let control = Arc::new(RunControl::new());
-        let buses = DeviceBuses {
-            pio: Bus::new(),
-            mmio: Bus::new(),
-        };
-        buses.pio.insert(
-            COM1_PORT,
-            UART_PORT_LEN,
-            Arc::new(Mutex::new(Uart::new(config.serial))),
-        )?;
-        buses.pio.insert(
-            DEBUG_EXIT_PORT,
-            DEBUG_EXIT_PORT_LEN,
-            Arc::new(Mutex::new(DebugExit::new(control.clone()))),
-        )?;
+        let platform = Platform::new(config.serial, &control)?;
         let vm = hypervisor.create_vm(memslots.clone())?;
-        let vcpu = vm.create_vcpu(0, Arc::new(buses))?;
+        let mut vcpu = vm.create_vcpu(0, platform.buses())?;
+        let takes_interrupts = vcpu.set_interrupt_lines(platform.interrupt_lines());
         Ok(Self {
             memslots,
             vm,
             vcpu,
             control,
+            platform,
+            takes_interrupts,
             debugger: None,
         })
     }
@@ -220,6 +186,7 @@ impl Machine {
             {
                 break RunEnd::Killed;
             }
+            self.platform.run_timers();
             exits += 1;
             let exit = self.vcpu.run()?;
             if let Some(debugger) = &self.debugger {
@@ -228,6 +195,15 @@ impl Machine {
             match exit {
                 // Steps, breakpoints and kicks are the debugger's business, seen above.
                 VcpuExit::Io | VcpuExit::Interrupted | VcpuExit::Debug | VcpuExit::DebugStop(_) => {
+                }
+                // Halted with interrupts on, on a backend that takes them: sleep until one
+                // comes (or a timer is due), then run on.
+                VcpuExit::Halted {
+                    interrupts_enabled: true,
+                } if self.takes_interrupts => {
+                    if !self.platform.interrupt_pending() {
+                        self.platform.wait_while_halted();
+                    }
                 }
                 VcpuExit::Halted { interrupts_enabled } => {
                     break RunEnd::Halted { interrupts_enabled };

@@ -8,16 +8,17 @@ use umbra_mmu::shadow::{ShadowMmu, SplitPolicy};
 use umbra_mmu::vcpu_mmu::MmuSnapshot;
 use umbra_mmu::walker::Walker;
 
-use super::{BackendError, Hypervisor, IoHandler, Vcpu, VcpuExit, VcpuKick, Vm};
+use super::{BackendError, Hypervisor, InterruptLines, IoHandler, Vcpu, VcpuExit, VcpuKick, Vm};
 use crate::debug::{DebugStop, GuestDebug};
 use crate::interp::fpu::FxState;
 use crate::interp::{Interpreter, StepEvent};
 use crate::state::{RFLAGS_IF, Registers, SystemRegisters};
 
 /// How many instructions a vCPU runs before returning to the machine's loop unasked, so that
-/// the machine looks at its devices' stop requests now and then. Requests from other threads
-/// (a debugger's interrupt) need not wait for it: they kick the vCPU ([`VcpuKick`]).
-const STEPS_PER_RUN: u32 = 1 << 20;
+/// the machine looks at its devices' stop requests and runs its timers (PIT, RTC, local APIC)
+/// every few milliseconds at most. Requests from other threads (a debugger's interrupt) need
+/// not wait for it: they kick the vCPU ([`VcpuKick`]).
+const STEPS_PER_RUN: u32 = 1 << 16;
 
 /// How many instructions run between two looks at the kick: a kick waits for at most this
 /// many, and the look costs a load per this many.
@@ -129,6 +130,7 @@ impl Vm for EmuVm {
             cpu,
             shadow: self.shadow.clone(),
             control: RunControl {
+                lines: None,
                 single_step: SingleStep::Off,
                 breakpoints: Vec::new(),
                 resume_over: None,
@@ -167,8 +169,11 @@ pub struct EmuVcpu {
     control: RunControl,
 }
 
-/// What, besides the guest, ends a run: single-stepping, breakpoints and watchpoints, kicks.
+/// What, besides the guest, ends a run: single-stepping, breakpoints and watchpoints, kicks;
+/// and where external interrupts come from.
 struct RunControl {
+    /// The interrupt controller's side of the vCPU's INTR pin, once the machine connects one.
+    lines: Option<Arc<dyn InterruptLines>>,
     single_step: SingleStep,
     /// Linear addresses to stop at before executing.
     breakpoints: Vec<u64>,
@@ -204,6 +209,16 @@ impl RunControl {
         for _ in 0..STEPS_PER_RUN / KICK_INTERVAL {
             if kick.pending() && kick.take() {
                 return VcpuExit::Interrupted;
+            }
+            // External interrupts are taken at instruction boundaries, looked for every
+            // KICK_INTERVAL instructions (and before the first, so a halted vCPU wakes).
+            if let Some(lines) = &self.lines
+                && cpu.interrupts_enabled()
+                && lines.pending()
+                && let Some(vector) = lines.acknowledge()
+                && cpu.deliver_interrupt(vector) == StepEvent::Shutdown
+            {
+                return VcpuExit::Shutdown;
             }
             for _ in 0..KICK_INTERVAL {
                 if let Some(exit) = self.step(cpu, debugging) {
@@ -296,6 +311,11 @@ impl Vcpu for EmuVcpu {
         self.control.breakpoints = debug.breakpoints.clone();
         self.cpu.set_watchpoints(&debug.watchpoints);
         Ok(())
+    }
+
+    fn set_interrupt_lines(&mut self, lines: Arc<dyn InterruptLines>) -> bool {
+        self.control.lines = Some(lines);
+        true
     }
 
     fn kick_handle(&self) -> Arc<VcpuKick> {

@@ -36,6 +36,16 @@ pub trait IoHandler: Send + Sync {
     fn mmio_write(&self, gpa: Gpa, data: &[u8]);
 }
 
+/// Where a vCPU takes external interrupts from: the machine's interrupt controller, as the
+/// INTR pin and the interrupt-acknowledge cycle see it.
+pub trait InterruptLines: Send + Sync {
+    /// Whether an interrupt waits for this vCPU (no side effects).
+    fn pending(&self) -> bool;
+
+    /// The interrupt-acknowledge cycle: the vector to take now, if one is still pending.
+    fn acknowledge(&self) -> Option<u8>;
+}
+
 /// A machine with no devices: port and MMIO reads float high (all ones), writes vanish. For
 /// tests and benchmarks that run guest code on a bare vCPU.
 #[derive(Clone, Copy, Debug, Default)]
@@ -191,6 +201,14 @@ pub trait Vcpu: Send {
 
     /// The handle another thread uses to make [`Vcpu::run`] return soon.
     fn kick_handle(&self) -> Arc<VcpuKick>;
+
+    /// Connects the vCPU's INTR pin to a userspace interrupt controller. Returns whether the
+    /// backend takes interrupts that way; one that does not (KVM without an irqchip, for now)
+    /// ignores `lines`, and its HLT with interrupts enabled ends the run as before.
+    fn set_interrupt_lines(&mut self, lines: Arc<dyn InterruptLines>) -> bool {
+        let _ = lines;
+        false
+    }
 
     /// The x87, MMX and SSE registers, in FXSAVE's layout.
     fn fx_state(&self) -> Result<FxState, BackendError>;

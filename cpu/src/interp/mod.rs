@@ -92,6 +92,8 @@ pub struct Interpreter {
     pub(crate) cpl: u8,
     /// Interrupts are inhibited until after the next instruction (STI, MOV SS, POP SS).
     pub(crate) interrupt_shadow: bool,
+    /// The vCPU executed HLT and waits for an interrupt.
+    pub(crate) halted: bool,
     /// The MMU: the page walker (holding CR3, the CPU role and the PAE PDPTE registers), the
     /// TLB and the cached shadow roots.
     pub(crate) mmu: VcpuMmu,
@@ -128,6 +130,7 @@ impl Interpreter {
             fpu: fpu::Fpu::default(),
             cpl: 0,
             interrupt_shadow: false,
+            halted: false,
             mmu,
             memslots,
             io,
@@ -196,6 +199,7 @@ impl Interpreter {
         self.xcr0 = 1;
         self.fpu = fpu::Fpu::default();
         self.cpl = 0;
+        self.halted = false;
         self.interrupt_shadow = false;
         self.update_paging_role();
         self.mmu.set_cr3(0);
@@ -261,6 +265,33 @@ impl Interpreter {
         )
     }
 
+    /// Whether the vCPU would take a maskable interrupt now: RFLAGS.IF set and no interrupt
+    /// shadow (STI, MOV SS) in force.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.regs.rflags & crate::state::RFLAGS_IF != 0 && !self.interrupt_shadow
+    }
+
+    /// Whether the vCPU is halted, waiting for an interrupt.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Delivers external interrupt `vector` at the current instruction boundary, waking the
+    /// vCPU from HLT. The caller checked [`Interpreter::interrupts_enabled`].
+    pub fn deliver_interrupt(&mut self, vector: u8) -> StepEvent {
+        self.halted = false;
+        let rip = self.regs.rip;
+        // Faults while delivering an external event carry EXT = 1 and skip the gate's DPL
+        // check, as the processor's own exceptions do.
+        match self.deliver(vector, None, delivery::Source::Exception, rip) {
+            Ok(()) => StepEvent::None,
+            Err(fault) => match self.raise(fault) {
+                Ok(()) => StepEvent::None,
+                Err(_) => StepEvent::Shutdown,
+            },
+        }
+    }
+
     /// Turns the MMU's TLB and shadow pages off (`false`: every access walks the guest's
     /// tables) or on.
     pub fn set_mmu_caching(&mut self, on: bool) {
@@ -285,6 +316,9 @@ impl Interpreter {
 
     /// Runs one instruction, or delivers the exception it raises.
     pub fn step(&mut self) -> StepEvent {
+        if self.halted {
+            return StepEvent::Halt;
+        }
         self.event = StepEvent::None;
         self.mmu.begin_instruction();
         let shadowed = std::mem::take(&mut self.interrupt_shadow);

@@ -196,6 +196,7 @@ impl Interpreter {
             }
             Hlt => {
                 self.require_cpl0()?;
+                self.halted = true;
                 self.event = StepEvent::Halt;
             }
             Cli => {
