@@ -29,7 +29,7 @@ use umbra_mmu::walker::Walker;
 use super::KvmError;
 use super::convert::apply_system_registers;
 use crate::backend::kick::IMMEDIATE_EXIT;
-use crate::backend::{BackendError, IoHandler, Vcpu, VcpuExit, VcpuKick};
+use crate::backend::{BackendError, InterruptLines, IoHandler, Vcpu, VcpuExit, VcpuKick};
 use crate::debug::{DebugStop, GuestDebug, WatchKind};
 use crate::interp::fpu::FxState;
 use crate::state::{CpuMode, RFLAGS_IF, RFLAGS_RF, Registers, SystemRegisters};
@@ -65,7 +65,16 @@ pub struct KvmVcpu {
     /// The breakpoint the vCPU stopped at: the next run steps over it.
     resume_over: Option<u64>,
     kick: Arc<VcpuKick>,
+    /// The machine's interrupt controller, when external interrupts come from userspace.
+    lines: Option<Arc<dyn InterruptLines>>,
 }
+
+vmm_sys_util::ioctl_iow_nr!(
+    KVM_INTERRUPT,
+    kvm_bindings::KVMIO,
+    0x86,
+    kvm_bindings::kvm_interrupt
+);
 
 impl KvmVcpu {
     /// Wraps a vCPU that KVM created in the architectural reset state.
@@ -83,6 +92,7 @@ impl KvmVcpu {
             debug: GuestDebug::default(),
             resume_over: None,
             kick: Arc::new(VcpuKick::new()),
+            lines: None,
         })
     }
 
@@ -194,9 +204,37 @@ impl KvmVcpu {
         Ok(None)
     }
 
+    /// Hands a pending external interrupt to KVM (KVM_INTERRUPT) when the guest can take it,
+    /// or asks KVM to exit as soon as it can (`request_interrupt_window`), as a VMM with a
+    /// userspace interrupt controller does (KVM's api.txt, KVM_INTERRUPT).
+    fn offer_interrupt(&mut self) -> Result<(), BackendError> {
+        let Some(lines) = self.lines.clone() else {
+            return Ok(());
+        };
+        let run = self.fd.get_kvm_run();
+        let pending = lines.pending();
+        let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
+        run.request_interrupt_window = u8::from(pending && !ready);
+        if pending
+            && ready
+            && let Some(vector) = lines.acknowledge()
+        {
+            let irq = kvm_bindings::kvm_interrupt { irq: vector.into() };
+            // SAFETY: KVM_INTERRUPT reads one kvm_interrupt, the type its number encodes, from
+            // a live reference; the fd is this vCPU's own, used from its own thread.
+            let ret =
+                unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT(), &irq) };
+            if ret != 0 {
+                return Err(KvmError::ioctl("KVM_INTERRUPT")(kvm_ioctls::Error::last()));
+            }
+        }
+        Ok(())
+    }
+
     /// One KVM_RUN, interruptible by a kick: the signal handler sets `immediate_exit` while
     /// this thread is registered, and a kick that came before registering is seen in the flag.
     fn enter(&mut self) -> Result<Pending, BackendError> {
+        self.offer_interrupt()?;
         let kick = self.kick.clone();
         let guard = kick.enter_blocking();
         let run: *mut kvm_run = self.fd.get_kvm_run();
@@ -235,6 +273,8 @@ impl KvmVcpu {
             Ok(KvmExit::InternalError) => Pending::InternalError,
             Ok(KvmExit::SystemEvent(kind, _)) => Pending::Done(VcpuExit::SystemEvent { kind }),
             Ok(KvmExit::Intr) => Pending::Interrupted,
+            // The guest can take the interrupt asked for: the next entry hands it over.
+            Ok(KvmExit::IrqWindowOpen) => Pending::Interrupted,
             Ok(KvmExit::Debug(arch)) => Pending::Debug(arch),
             Ok(_) => Pending::Unsupported,
             Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => Pending::Interrupted,
@@ -402,6 +442,11 @@ impl Vcpu for KvmVcpu {
         let previous = std::mem::replace(&mut self.debug, debug.clone());
         self.apply_guest_debug()
             .inspect_err(|_| self.debug = previous)
+    }
+
+    fn set_interrupt_lines(&mut self, lines: Arc<dyn InterruptLines>) -> bool {
+        self.lines = Some(lines);
+        true
     }
 
     fn kick_handle(&self) -> Arc<VcpuKick> {
