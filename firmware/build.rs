@@ -117,6 +117,13 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::TestOnly,
         summary: "page-table changes with and without INVLPG in 32-bit, PAE, 4- and 5-level paging",
     },
+    ImageSpec {
+        name: "irq-test",
+        source: "irq-test.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "PIC, PIT, RTC and UART interrupts as an OS programs them",
+    },
 ];
 
 /// Why the firmware could not be built.

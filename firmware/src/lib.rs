@@ -97,7 +97,8 @@ mod tests {
                 "bench-compute",
                 "mmu-access",
                 "bench-ctxsw",
-                "bench-ctxsw-warmup"
+                "bench-ctxsw-warmup",
+                "irq-test"
             ]
         );
     }
