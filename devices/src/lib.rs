@@ -18,6 +18,7 @@
 //! | [`uart`] | 16550A serial port | port 0x3f8; IRQ 4 |
 //! | [`i8042`] | keyboard controller (reset line) | ports 0x60, 0x64; IRQs 1, 12 |
 //! | [`debug_exit`] | QEMU's isa-debug-exit | port 0xf4 |
+//! | [`fw_cfg`] | QEMU's firmware configuration, I/O interface | ports 0x510-0x511 |
 //!
 //! Devices raise interrupts through an [`irq::IrqLine`] on an [`irq::InterruptController`],
 //! and read time from a [`clock::Clock`]; both are handed to them, so the same models run
@@ -104,6 +105,7 @@
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod irq;

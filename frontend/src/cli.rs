@@ -1,12 +1,20 @@
 //! The command line: `umbra run` and `umbra firmware list|dump`, in QEMU's habits where users have
 //! them (`-m 512M`) with clear long options beside them.
+//!
+//! QEMU spells `-kernel`, `-initrd` and `-append` with one dash, which clap takes for bundled
+//! short flags; [`qemu_spellings`] rewrites exactly those three words to `--kernel`,
+//! `--initrd` and `--append` before clap sees the arguments (except as the value of an
+//! `--append`, which stays as given).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::gdb::GdbAddress;
+use crate::loader::KernelBoot;
+use crate::loader::linux::LinuxEntry;
 use crate::memory_size::MemorySize;
 
 /// Umbra: an x86-64 system emulator with a JIT, a software MMU and a KVM backend.
@@ -47,8 +55,37 @@ pub enum FirmwareCommand {
 pub struct RunArgs {
     /// A built-in firmware image by name (see `umbra firmware list`) or a ROM image file
     /// (a multiple of 64 KiB, at most 16 MiB, mapped below 4 GiB as a PC BIOS).
-    #[arg(long, value_name = "NAME|FILE", default_value = "demo")]
+    #[arg(
+        long,
+        value_name = "NAME|FILE",
+        default_value = "demo",
+        conflicts_with = "kernel"
+    )]
     pub firmware: String,
+
+    /// Boot a kernel without firmware, as QEMU's -kernel: a Linux bzImage or a multiboot
+    /// kernel (ELF32, or with the header's load addresses).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+
+    /// With --kernel: Linux's initial RAM disk, or a multiboot kernel's modules as QEMU
+    /// takes them (FILE[ ARGS][,FILE[ ARGS]...]).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<String>,
+
+    /// With --kernel: the kernel command line.
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    pub append: Option<String>,
+
+    /// With a Linux --kernel: enter at the 64-bit entry (long mode, the first 4 GiB
+    /// identity-mapped) or the 32-bit one (flat protected mode, paging off).
+    #[arg(long, value_enum, default_value = "64", requires = "kernel")]
+    pub boot_protocol: LinuxEntry,
 
     /// What runs guest code: `kvm`, the emulator (`emu`), or `auto` to pick for this host.
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
@@ -97,12 +134,45 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The kernel to boot, if `--kernel` names one.
+    pub fn kernel_boot(&self) -> Option<KernelBoot> {
+        Some(KernelBoot {
+            kernel: self.kernel.clone()?,
+            initrd: self.initrd.clone(),
+            cmdline: self.append.clone().unwrap_or_default(),
+            linux_entry: self.boot_protocol,
+        })
+    }
+
     /// Where gdb is to connect, if anywhere.
     pub fn gdb_address(&self) -> Option<GdbAddress> {
         self.gdb
             .clone()
             .or(self.gdb_default.then(GdbAddress::default_tcp))
     }
+}
+
+/// QEMU's single-dash spellings of `--kernel`, `--initrd` and `--append`.
+const QEMU_SPELLINGS: [(&str, &str); 3] = [
+    ("-kernel", "--kernel"),
+    ("-initrd", "--initrd"),
+    ("-append", "--append"),
+];
+
+/// `args` with QEMU's `-kernel`, `-initrd` and `-append` spelled as clap parses them; a word
+/// right after `--append` (or `-append`) is the command line and is left alone.
+pub fn qemu_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut after_append = false;
+    args.into_iter()
+        .map(|arg| {
+            let rewritten = QEMU_SPELLINGS
+                .iter()
+                .find(|(qemu, _)| !after_append && arg == *qemu)
+                .map_or(arg, |(_, long)| OsString::from(long));
+            after_append = rewritten == "--append";
+            rewritten
+        })
+        .collect()
 }
 
 /// The `--mmu` choices.
@@ -212,6 +282,61 @@ mod tests {
         assert_eq!(name, "demo");
         assert_eq!(file, PathBuf::from("demo.rom"));
         assert!(Cli::try_parse_from(["umbra", "firmware", "dump", "demo"]).is_err());
+    }
+
+    #[test]
+    fn qemus_kernel_flags_are_taken_with_one_dash() {
+        let words = [
+            "umbra",
+            "run",
+            "-kernel",
+            "bz",
+            "-initrd",
+            "rd",
+            "-append",
+            "-initrd x",
+            "-m",
+            "1G",
+        ];
+        let args = qemu_spellings(words.map(OsString::from));
+        assert_eq!(
+            args,
+            [
+                "umbra",
+                "run",
+                "--kernel",
+                "bz",
+                "--initrd",
+                "rd",
+                "--append",
+                "-initrd x",
+                "-m",
+                "1G"
+            ]
+        );
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run command")
+        };
+        let boot = run.kernel_boot().unwrap();
+        assert_eq!(boot.kernel, PathBuf::from("bz"));
+        assert_eq!(boot.initrd.as_deref(), Some("rd"));
+        assert_eq!(boot.cmdline, "-initrd x");
+        assert_eq!(boot.linux_entry, LinuxEntry::Bits64);
+    }
+
+    #[test]
+    fn kernel_options_go_with_a_kernel_and_without_firmware() {
+        let parse = |extra: &[&str]| Cli::try_parse_from(["umbra", "run"].iter().chain(extra));
+        assert!(parse(&["--initrd", "rd"]).is_err());
+        assert!(parse(&["--append", "quiet"]).is_err());
+        assert!(parse(&["--kernel", "bz", "--firmware", "demo"]).is_err());
+        let cli = parse(&["--kernel", "bz", "--boot-protocol", "32"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run command")
+        };
+        assert_eq!(run.kernel_boot().unwrap().linux_entry, LinuxEntry::Bits32);
+        assert!(parse(&["--kernel", "bz", "--boot-protocol", "16"]).is_err());
     }
 
     #[test]

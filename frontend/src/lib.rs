@@ -3,6 +3,7 @@
 //! - [`cli`]: the command line.
 //! - [`accel`]: choosing the backend for `--accel`.
 //! - [`rom`]: firmware images, built in or from a file.
+//! - [`loader`]: kernels booted without firmware (Linux bzImage, multiboot).
 //! - [`memory_size`]: QEMU-style memory sizes.
 //! - [`memory_map`]: the PC memory map in memslots.
 //! - [`machine`]: the machine and its run loop.
@@ -14,6 +15,7 @@
 pub mod accel;
 pub mod cli;
 pub mod gdb;
+pub mod loader;
 pub mod machine;
 pub mod memory_map;
 pub mod memory_size;

@@ -10,6 +10,7 @@ use umbra_devices::run_control::{RunControl, StopReason};
 use umbra_mmu::memslot::{MemslotError, Memslots};
 
 use crate::gdb::control::{DebugControl, Stop};
+use crate::loader::{self, KernelBoot, LoaderError};
 use crate::memory_map;
 use crate::memory_size::MemorySize;
 use crate::platform::Platform;
@@ -18,7 +19,8 @@ use crate::platform::Platform;
 pub struct MachineConfig<'a> {
     /// Guest RAM.
     pub memory: MemorySize,
-    /// The firmware ROM image.
+    /// The firmware ROM image; empty for a machine that boots a kernel
+    /// ([`Machine::load_kernel`]).
     pub rom: &'a [u8],
     /// Where the first serial port's output goes.
     pub serial: Box<dyn Write + Send>,
@@ -36,6 +38,9 @@ pub enum MachineError {
     /// The devices could not be put together (a bug in the layout).
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
+    /// The kernel could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoaderError),
 }
 
 /// How a run ended.
@@ -113,6 +118,7 @@ pub struct RunOutcome {
 
 /// A PC with one vCPU, RAM, a firmware ROM, a UART and the debug-exit port.
 pub struct Machine {
+    memory: MemorySize,
     memslots: Arc<Memslots>,
     vm: Arc<dyn Vm>,
     vcpu: Box<dyn Vcpu>,
@@ -131,11 +137,12 @@ impl Machine {
         let memslots = Arc::new(Memslots::new());
         memory_map::build(&memslots, config.memory, config.rom)?;
         let control = Arc::new(RunControl::new());
-        let platform = Platform::new(config.serial, &control)?;
+        let platform = Platform::new(config.serial, &control, config.memory.bytes())?;
         let vm = hypervisor.create_vm(memslots.clone())?;
         let mut vcpu = vm.create_vcpu(0, platform.buses())?;
         let takes_interrupts = vcpu.set_interrupt_lines(platform.interrupt_lines());
         Ok(Self {
+            memory: config.memory,
             memslots,
             vm,
             vcpu,
@@ -144,6 +151,14 @@ impl Machine {
             takes_interrupts,
             debugger: None,
         })
+    }
+
+    /// Loads the kernel `boot` names (with its initrd or modules and command line) into a
+    /// machine built without a ROM, and puts the vCPU at its entry.
+    pub fn load_kernel(&mut self, boot: &KernelBoot) -> Result<(), MachineError> {
+        let entry = loader::load(&self.memslots, self.memory, boot)?;
+        entry.apply(&mut *self.vcpu)?;
+        Ok(())
     }
 
     /// Lets a debugger stop and resume the vCPU from another thread, through the returned

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
 use umbra::accel;
-use umbra::cli::{Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget};
+use umbra::cli::{self, Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget};
 use umbra::gdb::target::MachineView;
 use umbra::machine::{Machine, MachineConfig, MachineError};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
@@ -40,7 +40,7 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(cli::qemu_spellings(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -51,9 +51,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
         Err(e) => {
+            // clap's message is its first paragraph (a list, such as the missing arguments,
+            // continues it on indented lines); the usage and tips after it are left out.
             let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
             eprintln!("umbra: {message} (see 'umbra --help')");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
@@ -98,7 +105,12 @@ fn dump_firmware(name: &str, file: &Path) -> Result<u8, Failure> {
 }
 
 fn run(args: RunArgs) -> Result<u8, Failure> {
-    let rom = RomImage::resolve(&args.firmware).map_err(Failure::bad_input)?;
+    let kernel = args.kernel_boot();
+    // A kernel boots without firmware: the loader sets the vCPU at its entry.
+    let rom = match kernel {
+        Some(_) => None,
+        None => Some(RomImage::resolve(&args.firmware).map_err(Failure::bad_input)?),
+    };
     let serial: Box<dyn Write + Send> = match &args.serial {
         SerialTarget::Stdio => Box::new(std::io::stdout()),
         SerialTarget::File(path) => Box::new(
@@ -124,10 +136,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             choice.hypervisor.name()
         )));
     }
-    eprintln!("umbra: accel {}", choice.reason);
     let config = MachineConfig {
         memory: args.memory,
-        rom: &rom.bytes,
+        rom: rom.as_ref().map_or(&[], |rom| &rom.bytes),
         serial,
     };
     let mut machine = Machine::new(choice.hypervisor.as_ref(), config).map_err(|e| match e {
@@ -136,6 +147,13 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         other => Failure::runtime(other),
     })?;
+    if let Some(boot) = &kernel {
+        machine.load_kernel(boot).map_err(|e| match e {
+            MachineError::Load(_) => Failure::bad_input(e),
+            other => Failure::runtime(other),
+        })?;
+    }
+    eprintln!("umbra: accel {}", choice.reason);
     if let Some(address) = gdb {
         let control = machine.debug_control(args.wait_for_gdb);
         let view = MachineView {

@@ -13,8 +13,10 @@
 //! This is QEMU's `pc` layout, so firmware written for `qemu-system-x86_64 -bios` finds its ROM
 //! at the same addresses. All RAM comes from one host mapping, and both ROM slots from one
 //! other, each slot aliasing its range of it: the RAM under the ROM alias is simply not mapped
-//! into the guest, as on a PC.
+//! into the guest, as on a PC. A machine that boots a kernel directly has no ROM (an empty
+//! one): slots 3 and 4 are absent and RAM runs on from 0 to `low_end`, split at 1 MiB.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use umbra_mmu::addr::{Gpa, PAGE_SHIFT};
@@ -42,40 +44,66 @@ pub const SLOT_ROM: SlotId = SlotId(3);
 /// The slot of the ROM's alias below 1 MiB.
 pub const SLOT_ROM_ALIAS: SlotId = SlotId(4);
 
-/// Lays out RAM and `rom` in `memslots`.
+/// The RAM slots for `memory` bytes of RAM around a ROM of `rom_size` bytes (0 for none),
+/// lowest first, each with its guest physical range; empty ones are left out.
+fn ram_slots(memory: MemorySize, rom_size: u64) -> Vec<(SlotId, Range<u64>)> {
+    let ram_size = memory.bytes();
+    let alias_start = ONE_MIB - rom_size.min(MAX_ROM_ALIAS);
+    let low_end = ram_size.min(LOW_RAM_END);
+    [
+        (SLOT_LOW_RAM, 0..alias_start.min(low_end)),
+        (SLOT_RAM, ONE_MIB..low_end),
+        (SLOT_HIGH_RAM, FOUR_GIB..FOUR_GIB + ram_size - low_end),
+    ]
+    .into_iter()
+    .filter(|(_, range)| !range.is_empty())
+    .collect()
+}
+
+/// Where RAM is in guest physical memory for `memory` bytes of RAM around a ROM of
+/// `rom_size` bytes (0 for none), lowest first: what the memslots hold, and what a loader's
+/// memory map (e820, multiboot) starts from.
+pub fn ram_ranges(memory: MemorySize, rom_size: u64) -> Vec<Range<u64>> {
+    ram_slots(memory, rom_size)
+        .into_iter()
+        .map(|(_, range)| range)
+        .collect()
+}
+
+/// Lays out RAM and `rom` in `memslots`; an empty `rom` gives a machine without one.
 pub fn build(memslots: &Memslots, memory: MemorySize, rom: &[u8]) -> Result<(), MemslotError> {
     let ram_size = memory.bytes();
     let ram = HostMapping::anonymous(ram_size as usize)?;
     let rom_size = rom.len() as u64;
+    let low_end = ram_size.min(LOW_RAM_END);
+    for (id, range) in ram_slots(memory, rom_size) {
+        // Below 4 GiB a RAM address is its offset in the mapping; above, it continues where
+        // low RAM ended.
+        let offset = if range.start >= FOUR_GIB {
+            low_end
+        } else {
+            range.start
+        };
+        let len = range.end - range.start;
+        add(
+            memslots,
+            id,
+            range.start,
+            len,
+            &ram,
+            offset,
+            MemslotFlags::empty(),
+        )?;
+    }
+    if rom.is_empty() {
+        return Ok(());
+    }
     let rom_mapping = HostMapping::anonymous(rom.len())?;
     // SAFETY: the ROM mapping was just made, `rom.len()` bytes long, and no slot or vCPU can
     // see it yet, so nothing else reads or writes it during the copy.
     unsafe { std::ptr::copy_nonoverlapping(rom.as_ptr(), rom_mapping.as_ptr(), rom.len()) };
-
     let alias_size = rom_size.min(MAX_ROM_ALIAS);
     let alias_start = ONE_MIB - alias_size;
-    let low_end = ram_size.min(LOW_RAM_END);
-    let ram_slots = [
-        (SLOT_LOW_RAM, 0, alias_start.min(low_end)),
-        (SLOT_RAM, ONE_MIB, low_end),
-        (SLOT_HIGH_RAM, FOUR_GIB, FOUR_GIB + ram_size - low_end),
-    ];
-    for (id, start, end) in ram_slots {
-        if end > start {
-            // Below 4 GiB a RAM address is its offset in the mapping; above, it continues where
-            // low RAM ended.
-            let offset = if start >= FOUR_GIB { low_end } else { start };
-            add(
-                memslots,
-                id,
-                start,
-                end - start,
-                &ram,
-                offset,
-                MemslotFlags::empty(),
-            )?;
-        }
-    }
     let readonly = MemslotFlags::READONLY;
     add(
         memslots,
@@ -163,6 +191,21 @@ mod tests {
         assert_eq!(slots[2], (1, 0x10_0000, LOW_RAM_END - 0x10_0000, false));
         assert_eq!(slots[3], (3, FOUR_GIB - (256 << 10), 256 << 10, true));
         assert_eq!(slots[4], (2, FOUR_GIB, (4 << 30) - LOW_RAM_END, false));
+    }
+
+    #[test]
+    fn without_a_rom_ram_runs_from_0() {
+        assert_eq!(
+            layout("64M", 0),
+            [
+                (0, 0, ONE_MIB, false),
+                (1, ONE_MIB, (64 << 20) - ONE_MIB, false)
+            ]
+        );
+        assert_eq!(
+            ram_ranges("64M".parse().unwrap(), 0),
+            [0..ONE_MIB, ONE_MIB..64 << 20]
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The PC platform around the vCPU: interrupt controllers, timers, the CMOS clock, the
-//! keyboard controller, the serial port and the debug-exit port, on one port bus and one MMIO
-//! bus.
+//! keyboard controller, the serial port, QEMU's fw_cfg and debug-exit port, on one port bus
+//! and one MMIO bus.
 //!
 //! The devices come from `umbra_devices`; this module only places them where a PC has them
 //! and connects their interrupt lines to the 8259 pair, the I/O APIC and the local APIC (one
@@ -16,6 +16,7 @@ use umbra_cpu::backend::{InterruptLines, IoHandler};
 use umbra_devices::bus::{Bus, BusError};
 use umbra_devices::clock::{Clock, HostClock, Timers};
 use umbra_devices::debug_exit::{DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN, DebugExit};
+use umbra_devices::fw_cfg::{FW_CFG_PORT, FW_CFG_PORT_LEN, FwCfg};
 use umbra_devices::i8042::{I8042, KEYBOARD_IRQ, MOUSE_IRQ};
 use umbra_devices::irq::{InterruptController, IrqLine};
 use umbra_devices::irqchip::{IrqChipError, PcIrqChip};
@@ -87,11 +88,12 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The devices of a PC, with the serial port writing to `serial` and stop requests going
-    /// to `control`.
+    /// The devices of a PC with `ram_size` bytes of RAM, with the serial port writing to
+    /// `serial` and stop requests going to `control`.
     pub fn new(
         serial: Box<dyn Write + Send>,
         control: &Arc<RunControl>,
+        ram_size: u64,
     ) -> Result<Platform, PlatformError> {
         let clock: Arc<dyn Clock> = Arc::new(HostClock::new());
         let chip = Arc::new(PcIrqChip::new(clock.clone(), 1, host_tsc_hz())?);
@@ -116,6 +118,8 @@ impl Platform {
         buses.pio.insert(COM1_PORT, UART_PORT_LEN, uart)?;
         let i8042 = I8042::new(control.clone(), line(KEYBOARD_IRQ), line(MOUSE_IRQ));
         I8042::attach(&Arc::new(Mutex::new(i8042)), &buses.pio)?;
+        let fw_cfg = Arc::new(Mutex::new(FwCfg::new(ram_size, 1)));
+        buses.pio.insert(FW_CFG_PORT, FW_CFG_PORT_LEN, fw_cfg)?;
         let debug_exit = Arc::new(Mutex::new(DebugExit::new(control.clone())));
         buses
             .pio

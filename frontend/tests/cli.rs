@@ -92,3 +92,60 @@ fn help_is_not_an_error() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("--memory <SIZE>"));
 }
+
+#[test]
+fn bad_kernels_and_initrds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    refused(&["run", "--kernel", &path("missing")], "cannot read kernel");
+    std::fs::write(path("text"), "not a kernel\n".repeat(1000)).unwrap();
+    refused(
+        &["run", "-kernel", &path("text")],
+        "neither a Linux bzImage nor a multiboot kernel",
+    );
+    // The first 4 KiB of a bzImage whose header describes 1 MiB of kernel.
+    let mut truncated = vec![0u8; 4096];
+    truncated[0x1f1] = 1;
+    truncated[0x1f4..0x1f8].copy_from_slice(&(1u32 << 16).to_le_bytes());
+    truncated[0x202..0x206].copy_from_slice(b"HdrS");
+    truncated[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    std::fs::write(path("truncated"), &truncated).unwrap();
+    refused(&["run", "-kernel", &path("truncated")], "truncated bzImage");
+    // A multiboot header whose load addresses go past the end of the file.
+    let magic = 0x1bad_b002u32;
+    let flags = 1u32 << 16;
+    let words = [
+        magic,
+        flags,
+        0u32.wrapping_sub(magic + flags),
+        0x10_0000,
+        0x10_0000,
+        0x20_0000,
+        0,
+        0x10_0000,
+    ];
+    let multiboot: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    std::fs::write(path("multiboot"), &multiboot).unwrap();
+    refused(
+        &["run", "-kernel", &path("multiboot")],
+        "bad multiboot header",
+    );
+
+    truncated.resize(2 * 512 + (1 << 20), 0);
+    std::fs::write(path("bzimage"), &truncated).unwrap();
+    refused(
+        &[
+            "run",
+            "-kernel",
+            &path("bzimage"),
+            "-initrd",
+            &path("missing"),
+        ],
+        "cannot read initrd",
+    );
+    refused(&["run", "--initrd", &path("bzimage")], "--kernel");
+    refused(
+        &["run", "--kernel", &path("bzimage"), "--firmware", "demo"],
+        "cannot be used with",
+    );
+}
