@@ -210,23 +210,40 @@ impl RunControl {
             if kick.pending() && kick.take() {
                 return VcpuExit::Interrupted;
             }
-            // External interrupts are taken at instruction boundaries, looked for every
-            // KICK_INTERVAL instructions (and before the first, so a halted vCPU wakes).
-            if let Some(lines) = &self.lines
-                && cpu.interrupts_enabled()
-                && lines.pending()
-                && let Some(vector) = lines.acknowledge()
-                && cpu.deliver_interrupt(vector) == StepEvent::Shutdown
-            {
-                return VcpuExit::Shutdown;
+            // External interrupts are taken at instruction boundaries: looked for every
+            // KICK_INTERVAL instructions (and before the first, so a halted vCPU wakes), and
+            // at every boundary where interrupts have just become enabled (after STI and the
+            // instruction in its shadow, POPF, IRET), so that a short window is not missed.
+            if let Some(exit) = self.take_interrupt(cpu) {
+                return exit;
             }
             for _ in 0..KICK_INTERVAL {
+                let was_enabled = cpu.interrupts_enabled();
                 if let Some(exit) = self.step(cpu, debugging) {
+                    return exit;
+                }
+                if !was_enabled
+                    && cpu.interrupts_enabled()
+                    && let Some(exit) = self.take_interrupt(cpu)
+                {
                     return exit;
                 }
             }
         }
         VcpuExit::Interrupted
+    }
+
+    /// Delivers a pending external interrupt if the vCPU can take one now.
+    fn take_interrupt(&self, cpu: &mut Interpreter) -> Option<VcpuExit> {
+        let lines = self.lines.as_ref()?;
+        if cpu.interrupts_enabled()
+            && lines.pending()
+            && let Some(vector) = lines.acknowledge()
+            && cpu.deliver_interrupt(vector) == StepEvent::Shutdown
+        {
+            return Some(VcpuExit::Shutdown);
+        }
+        None
     }
 
     /// Runs one step, checking breakpoints before it and watchpoints after it when
