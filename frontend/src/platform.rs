@@ -9,10 +9,11 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use umbra_cpu::backend::{InterruptLines, IoHandler};
+use umbra_cpu::interp::msr::host_tsc_hz;
 use umbra_devices::bus::{Bus, BusError};
 use umbra_devices::clock::{Clock, HostClock, Timers};
 use umbra_devices::debug_exit::{DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_LEN, DebugExit};
@@ -168,14 +169,4 @@ impl Platform {
         self.chip.wait_for_event(0, Some(deadline));
         self.timers.run_due();
     }
-}
-
-/// The host's time-stamp counter rate, measured over a few milliseconds against the host's
-/// clock (the local APIC's TSC-deadline timer counts in it).
-fn host_tsc_hz() -> u64 {
-    let (start, tsc) = (Instant::now(), umbra_cpu::interp::msr::host_tsc());
-    std::thread::sleep(Duration::from_millis(5));
-    let ticks = umbra_cpu::interp::msr::host_tsc().wrapping_sub(tsc);
-    let elapsed = start.elapsed().as_nanos().max(1) as u64;
-    (u128::from(ticks) * 1_000_000_000 / u128::from(elapsed)) as u64
 }

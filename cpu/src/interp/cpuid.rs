@@ -103,6 +103,19 @@ mod ext1 {
     pub const EDX_LM: u32 = 1 << 29;
 }
 
+/// The highest basic leaf: 0x15, the time-stamp counter's rate.
+const MAX_BASIC_LEAF: u32 = 0x15;
+
+/// Leaf 0x15: EAX and EBX, the ratio of the TSC to the crystal clock, and ECX, the crystal's
+/// rate in Hz, such that ECX * EBX / EAX is the host's TSC rate, at which the guest's TSC
+/// ticks (so a kernel need not calibrate it against a timer, and trusts it as known). The
+/// crystal is the TSC itself, or its half, third... where the rate passes 32 bits.
+fn tsc_leaf() -> [u32; 4] {
+    let hz = super::msr::host_tsc_hz();
+    let ratio = hz / (1 << 32) + 1;
+    [1, ratio as u32, (hz / ratio) as u32, 0]
+}
+
 /// Reads four bytes of `bytes` at `at` as a little-endian register value.
 fn word(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
@@ -111,7 +124,12 @@ fn word(bytes: &[u8], at: usize) -> u32 {
 /// EAX, EBX, ECX, EDX for CPUID leaf `leaf`, subleaf `subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf {
-        0 => [7, word(VENDOR, 0), word(VENDOR, 8), word(VENDOR, 4)],
+        0 => [
+            MAX_BASIC_LEAF,
+            word(VENDOR, 0),
+            word(VENDOR, 8),
+            word(VENDOR, 4),
+        ],
         // EBX: CLFLUSH line size 8 * 8 = 64 bytes, one logical processor, APIC ID 0.
         1 => {
             let (ecx, edx) = leaf1_features();
@@ -123,6 +141,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
             leaf7::ECX_RDPID,
             0,
         ],
+        0x15 => tsc_leaf(),
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => [
             0,
@@ -178,7 +197,7 @@ mod tests {
     #[test]
     fn the_vendor_and_brand_read_back() {
         let [max, ebx, ecx, edx] = cpuid(0, 0);
-        assert_eq!(max, 7);
+        assert_eq!(max, 0x15);
         let vendor: Vec<u8> = [ebx, edx, ecx]
             .iter()
             .flat_map(|r| r.to_le_bytes())
@@ -189,6 +208,15 @@ mod tests {
             .flat_map(|r| r.to_le_bytes())
             .collect();
         assert!(brand.starts_with(b"Umbra virtual CPU\0"));
+    }
+
+    #[test]
+    fn leaf_0x15_gives_the_host_tsc_rate() {
+        let [denominator, numerator, crystal, _] = cpuid(0x15, 0);
+        let rate = u64::from(crystal) * u64::from(numerator) / u64::from(denominator);
+        let host = super::super::msr::host_tsc_hz();
+        assert!(rate.abs_diff(host) <= u64::from(numerator), "{rate} {host}");
+        assert!(rate > 100_000_000, "{rate}");
     }
 
     #[test]

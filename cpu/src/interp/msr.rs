@@ -13,6 +13,8 @@ pub mod index {
     pub const TSC: u32 = 0x10;
     /// IA32_APIC_BASE.
     pub const APIC_BASE: u32 = 0x1b;
+    /// IA32_BIOS_SIGN_ID: the microcode revision, in the high half.
+    pub const BIOS_SIGN_ID: u32 = 0x8b;
     /// IA32_SYSENTER_CS.
     pub const SYSENTER_CS: u32 = 0x174;
     /// IA32_SYSENTER_ESP.
@@ -104,10 +106,27 @@ impl Default for MsrState {
     }
 }
 
+/// The microcode revision IA32_BIOS_SIGN_ID reads as (in its high half): KVM's default.
+pub const MICROCODE_REVISION: u64 = 0x1_0000_0000;
+
 /// The host's time-stamp counter.
 pub fn host_tsc() -> u64 {
     // SAFETY: RDTSC reads a counter; it has no memory effects and every x86-64 CPU has it.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The host's time-stamp counter rate in Hz, measured once per process over 10 ms against
+/// the host's monotonic clock. The guest's TSC ticks at this rate: CPUID leaf 0x15 reports it
+/// and the local APIC's TSC-deadline timer counts in it.
+pub fn host_tsc_hz() -> u64 {
+    static RATE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RATE.get_or_init(|| {
+        let (start, tsc) = (std::time::Instant::now(), host_tsc());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let ticks = host_tsc().wrapping_sub(tsc);
+        let elapsed = start.elapsed().as_nanos().max(1);
+        (u128::from(ticks) * 1_000_000_000 / elapsed) as u64
+    })
 }
 
 /// Whether `address` is canonical for 48-bit linear addresses (WRMSR of a base register
@@ -128,6 +147,7 @@ impl Interpreter {
         Ok(match msr {
             TSC => self.tsc(),
             APIC_BASE => self.sregs.apic_base,
+            BIOS_SIGN_ID => MICROCODE_REVISION,
             SYSENTER_CS => self.msr.sysenter_cs,
             SYSENTER_ESP => self.msr.sysenter_esp,
             SYSENTER_EIP => self.msr.sysenter_eip,
@@ -160,6 +180,8 @@ impl Interpreter {
                 }
                 self.sregs.apic_base = value;
             }
+            // Software writes 0 before CPUID to have the revision loaded: nothing to keep.
+            BIOS_SIGN_ID => {}
             SYSENTER_CS => self.msr.sysenter_cs = value & 0xffff,
             SYSENTER_ESP | SYSENTER_EIP if !canonical(value) => return gp,
             SYSENTER_ESP => self.msr.sysenter_esp = value,

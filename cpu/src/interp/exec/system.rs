@@ -9,7 +9,7 @@ use crate::interp::msr::efer;
 use crate::interp::operands::size_mask;
 use crate::interp::segmentation::{SegReg, selector_error};
 use crate::interp::{Interpreter, MAXPHYADDR, StepEvent, cpuid};
-use crate::state::{CpuMode, DescriptorTable, RFLAGS_IF, Segment};
+use crate::state::{CpuMode, DescriptorTable, RFLAGS_AC, RFLAGS_IF, Segment};
 
 /// CR3 bit 63 with CR4.PCIDE = 1: keep the TLB entries of the new PCID.
 const CR3_NO_FLUSH: u64 = 1 << 63;
@@ -198,6 +198,18 @@ impl Interpreter {
                 self.require_cpl0()?;
                 self.halted = true;
                 self.event = StepEvent::Halt;
+            }
+            // SMAP's override (CPUID.7.0:EBX.SMAP is advertised): #UD outside CPL 0 and in
+            // real and virtual-8086 mode.
+            Stac | Clac => {
+                if self.mode() == CpuMode::Real || self.v86() || self.cpl != 0 {
+                    return Err(Exception::ud());
+                }
+                if i.mnemonic() == Stac {
+                    self.regs.rflags |= RFLAGS_AC;
+                } else {
+                    self.regs.rflags &= !RFLAGS_AC;
+                }
             }
             Cli => {
                 self.check_interrupt_flag_access()?;
@@ -531,3 +543,6 @@ impl Interpreter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
