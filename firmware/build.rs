@@ -3,6 +3,8 @@
 //! keeps its symbols and line info (for gdb), and cut by `objcopy` into the flat 64 KiB ROM.
 //! Two Rust fragments in `OUT_DIR` describe the results to `src/lib.rs`: `builtin.rs` (the
 //! table of images users pick by name) and `test_images.rs` (one function per test image).
+//! Kernels booted without firmware are built beside them into ELF32 files, described by a
+//! third fragment, `kernels.rs`.
 
 use std::ffi::OsStr;
 use std::io;
@@ -126,6 +128,29 @@ const IMAGES: &[ImageSpec] = &[
     },
 ];
 
+/// A kernel that boots without firmware (`umbra run --kernel`, QEMU's `-kernel`): a
+/// multiboot ELF32 image, assembled from its own source alone (32-bit code) and linked by
+/// `asm/multiboot.ld`. Tests reach each through a function of the same name in `kernels`,
+/// which gives the ELF's path.
+struct KernelSpec {
+    /// The name tests pick it by.
+    name: &'static str,
+    /// Its source in `asm/`.
+    source: &'static str,
+    /// One line on what it does.
+    summary: &'static str,
+}
+
+/// The kernels' linker script, in `asm/`.
+const KERNEL_LINKER_SCRIPT: &str = "multiboot.ld";
+
+/// Every kernel.
+const KERNELS: &[KernelSpec] = &[KernelSpec {
+    name: "multiboot-test",
+    source: "multiboot-test.s",
+    summary: "multiboot kernel: checks its boot information and memory map against fw_cfg",
+}];
+
 /// Why the firmware could not be built.
 #[derive(Debug, thiserror::Error)]
 enum BuildError {
@@ -161,9 +186,10 @@ fn build() -> Result<(), BuildError> {
     let out_dir = env_path("OUT_DIR")?;
     let asm_dir = manifest_dir.join("asm");
 
-    let mut inputs: Vec<&str> = vec![INCLUDE, LINKER_SCRIPT];
+    let mut inputs: Vec<&str> = vec![INCLUDE, LINKER_SCRIPT, KERNEL_LINKER_SCRIPT];
     inputs.extend(SHARED_SOURCES);
     inputs.extend(IMAGES.iter().map(|image| image.source));
+    inputs.extend(KERNELS.iter().map(|kernel| kernel.source));
     inputs.sort_unstable();
     inputs.dedup();
     for input in inputs {
@@ -175,7 +201,7 @@ fn build() -> Result<(), BuildError> {
     let mut shared_objects = Vec::with_capacity(SHARED_SOURCES.len());
     for source in SHARED_SOURCES {
         let object = shared_dir.join(Path::new(source).with_extension("o"));
-        assemble(&asm_dir, source, &[], &object)?;
+        assemble(&asm_dir, source, &[], "--64", &object)?;
         shared_objects.push(object);
     }
 
@@ -185,7 +211,7 @@ fn build() -> Result<(), BuildError> {
         let elf = out_dir.join(format!("{}.elf", image.name));
         let rom = out_dir.join(format!("{}.rom", image.name));
         let object = out_dir.join(format!("{}.o", image.name));
-        assemble(&asm_dir, image.source, image.defines, &object)?;
+        assemble(&asm_dir, image.source, image.defines, "--64", &object)?;
         link(&asm_dir.join(LINKER_SCRIPT), &shared_objects, &object, &elf)?;
         run(Command::new("objcopy")
             .args(["-O", "binary", "-j", ".rom"])
@@ -205,18 +231,44 @@ fn build() -> Result<(), BuildError> {
     }
     builtin.push_str("]\n");
     write(&out_dir.join("builtin.rs"), &builtin)?;
-    write(&out_dir.join("test_images.rs"), &test_images)
+    write(&out_dir.join("test_images.rs"), &test_images)?;
+    build_kernels(&asm_dir, &out_dir)
 }
 
-/// `as` one source from `asm/` into `object`.
+/// Builds [`KERNELS`] and writes `kernels.rs`, one function per kernel giving its ELF's path.
+fn build_kernels(asm_dir: &Path, out_dir: &Path) -> Result<(), BuildError> {
+    let mut functions = String::new();
+    for kernel in KERNELS {
+        let object = out_dir.join(format!("{}.o", kernel.name));
+        let elf = out_dir.join(format!("{}.elf", kernel.name));
+        assemble(asm_dir, kernel.source, &[], "--32", &object)?;
+        run(Command::new("ld")
+            .args(["-m", "elf_i386", "--fatal-warnings", "-nostdlib", "-static"])
+            .args(["-z", "max-page-size=0x1000", "-T"])
+            .arg(asm_dir.join(KERNEL_LINKER_SCRIPT))
+            .arg("-o")
+            .arg(&elf)
+            .arg(&object))?;
+        functions.push_str(&format!(
+            "/// {}\npub fn {}() -> &'static str {{\n    {:?}\n}}\n",
+            kernel.summary,
+            kernel.name.replace('-', "_"),
+            utf8(&elf)?,
+        ));
+    }
+    write(&out_dir.join("kernels.rs"), &functions)
+}
+
+/// `as` one source from `asm/` into `object`, as 64-bit (`--64`) or 32-bit (`--32`) code.
 fn assemble(
     asm_dir: &Path,
     source: &str,
     defines: &[&str],
+    width: &str,
     object: &Path,
 ) -> Result<(), BuildError> {
     let mut command = Command::new("as");
-    command.args(["--64", "-g", "-I"]).arg(asm_dir);
+    command.args([width, "-g", "-I"]).arg(asm_dir);
     for define in defines {
         command.args(["--defsym", define]);
     }

@@ -62,6 +62,14 @@ pub mod test_images {
     include!(concat!(env!("OUT_DIR"), "/test_images.rs"));
 }
 
+pub mod kernels {
+    //! Kernels that boot without firmware, for `umbra run --kernel` and
+    //! `qemu-system-x86_64 -kernel`: multiboot ELF32 images linked at 1 MiB. Each function
+    //! gives the path of the built ELF.
+
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
