@@ -28,30 +28,8 @@ cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p umbra
 rom=$work/bench-compute.rom
 "$umbra" firmware dump bench-compute "$rom"
 
-# The host's TSC rate in MHz, and where it came from.
-tsc_rate() {
-    if [[ -n ${TSC_MHZ:-} ]]; then
-        echo "$TSC_MHZ TSC_MHZ"
-        return
-    fi
-    local mhz
-    mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' | tail -1)
-    if [[ -n $mhz ]]; then
-        echo "$mhz dmesg(refined)"
-        return
-    fi
-    mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz processor.*/\1/p' | tail -1)
-    if [[ -n $mhz ]]; then
-        echo "$mhz dmesg"
-        return
-    fi
-    mhz=$(sed -n 's/^cpu MHz[[:space:]]*: \([0-9.]*\)$/\1/p' /proc/cpuinfo | head -1)
-    if [[ -n $mhz ]]; then
-        echo "$mhz /proc/cpuinfo(approximate)"
-        return
-    fi
-    echo "0 unknown"
-}
+# shellcheck source=bench/tsc_rate.sh
+source "$repo/bench/tsc_rate.sh"
 read -r tsc_mhz tsc_source < <(tsc_rate)
 
 # run NAME EXPECTED_STATUS COMMAND...: runs one backend $runs times and appends a row for
