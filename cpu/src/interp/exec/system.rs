@@ -4,7 +4,8 @@
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use umbra_mmu::paging::PagingMode;
 
-use crate::interp::exception::Exception;
+use crate::interp::alu::ZF;
+use crate::interp::exception::{self, Exception};
 use crate::interp::msr::efer;
 use crate::interp::operands::size_mask;
 use crate::interp::segmentation::{SegReg, selector_error};
@@ -100,6 +101,18 @@ impl Interpreter {
                 self.read_system(address, &mut byte)?;
                 self.write_system(address, &[byte[0] | 0x2])?;
                 self.sregs.tr = tr;
+            }
+            Verr | Verw => {
+                if self.mode() == CpuMode::Real || self.v86() {
+                    return Err(Exception::ud());
+                }
+                let selector = self.read_operand(i, 0)? as u16;
+                let accessible = self.verify_segment(selector, i.mnemonic() == Verw)?;
+                if accessible {
+                    self.regs.rflags |= ZF;
+                } else {
+                    self.regs.rflags &= !ZF;
+                }
             }
             Sldt | Str => {
                 if self.mode() == CpuMode::Real || self.v86() {
@@ -288,6 +301,43 @@ impl Interpreter {
             return Err(Exception::gp(0));
         }
         Ok(())
+    }
+
+    /// VERR's and VERW's test (SDM Vol. 2B): whether the segment `selector` names is a code
+    /// or data segment that the CPL and the selector's RPL may read (a data segment, or a
+    /// readable code segment; a conforming one whatever the privilege) or, with `write`,
+    /// write (a writable data segment). A null selector, one past its table's limit or into
+    /// a missing LDT, and a system segment are not; the P bit is not looked at. Only a fault
+    /// reading the descriptor itself (#PF) is raised.
+    fn verify_segment(&mut self, selector: u16, write: bool) -> Result<bool, Exception> {
+        if selector & 0xfffc == 0 {
+            return Ok(false);
+        }
+        let descriptor = match self.read_descriptor(selector) {
+            Ok(descriptor) => descriptor,
+            Err(fault)
+                if fault.vector == exception::vector::GP
+                    && fault.error_code == Some(selector_error(selector)) =>
+            {
+                return Ok(false);
+            }
+            Err(fault) => return Err(fault),
+        };
+        if !descriptor.s() {
+            return Ok(false);
+        }
+        let rpl = (selector & 3) as u8;
+        let privileged = self.cpl <= descriptor.dpl() && rpl <= descriptor.dpl();
+        Ok(if write {
+            privileged && descriptor.is_writable_data()
+        } else {
+            let readable_code = descriptor.type_() & 0x2 != 0;
+            match (descriptor.is_code(), descriptor.is_conforming()) {
+                (false, _) => privileged,
+                (true, true) => readable_code,
+                (true, false) => privileged && readable_code,
+            }
+        })
     }
 
     /// LGDT and LIDT's operand: a 16-bit limit and a 24-, 32- or 64-bit base.
