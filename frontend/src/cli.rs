@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub kernel: Option<PathBuf>,
 
     /// With --kernel: Linux's initial RAM disk, or a multiboot kernel's modules as QEMU
-    /// takes them (FILE[ ARGS][,FILE[ ARGS]...]).
+    /// takes them (`FILE[ ARGS][,FILE[ ARGS]...]`).
     #[arg(long, value_name = "FILE", requires = "kernel")]
     pub initrd: Option<String>,
 

@@ -159,7 +159,7 @@ impl Platform {
     }
 
     /// Sleeps while vCPU 0 is halted: until an interrupt is delivered to it, the next timer is
-    /// due, or [`LONGEST_HALT`] has passed; then runs the timers due.
+    /// due, or `LONGEST_HALT` has passed; then runs the timers due.
     pub fn wait_while_halted(&self) {
         let longest = self.clock.now_ns() + LONGEST_HALT.as_nanos() as u64;
         let deadline = self
