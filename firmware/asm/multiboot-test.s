@@ -3,8 +3,9 @@
  * multiboot.ld, for `umbra run --kernel` and `qemu-system-x86_64 -kernel`. It checks what
  * its boot loader and the machine tell it: the magic in EAX, the information structure's
  * flags, conventional and upper memory, the memory map against the RAM size QEMU's fw_cfg
- * reports, and fw_cfg's signature and CPU count; it prints its command line and each check,
- * then exits through isa-debug-exit with the number of failed checks.
+ * reports, and fw_cfg's signature and CPU count; it prints its command line, its modules
+ * (command line, size and byte sum of each) and each check, then exits through
+ * isa-debug-exit with the number of failed checks.
  *
  * Only what both loaders give the same way is printed: Umbra's memory map and QEMU's
  * (SeaBIOS's) differ in the reserved ranges near the top of RAM, so the map is checked, not
@@ -17,6 +18,7 @@
 .set MB_BOOT_MAGIC, 0x2badb002
 .set MB_INFO_MEM, 1 << 0
 .set MB_INFO_CMDLINE, 1 << 2
+.set MB_INFO_MODS, 1 << 3
 .set MB_INFO_MMAP, 1 << 6
 .set MB_INFO_WANTED, MB_INFO_MEM | MB_INFO_CMDLINE | MB_INFO_MMAP
 .set E820_RAM, 1
@@ -67,6 +69,46 @@ _start:
     call puts
     mov $'\n', %al
     UART_PUTC
+
+    /* The modules: each one's command line, size and byte sum. */
+    testl $MB_INFO_MODS, (%ebp)
+    jz 3f
+    mov $msg_modules, %edi
+    call puts
+    mov 20(%ebp), %eax
+    call print_dec
+    mov $'\n', %al
+    UART_PUTC
+    mov 24(%ebp), %esi          /* the module list */
+    mov 20(%ebp), %ebx          /* modules left */
+1:  test %ebx, %ebx
+    jz 3f
+    mov $msg_module, %edi
+    call puts
+    mov 8(%esi), %edi
+    call puts
+    mov $msg_size, %edi
+    call puts
+    mov 4(%esi), %eax
+    sub (%esi), %eax
+    call print_dec
+    mov $msg_sum, %edi
+    call puts
+    mov (%esi), %ecx
+    xor %eax, %eax
+2:  cmp 4(%esi), %ecx
+    jae 4f
+    movzbl (%ecx), %edx
+    add %edx, %eax
+    inc %ecx
+    jmp 2b
+4:  call print_dec
+    mov $'\n', %al
+    UART_PUTC
+    add $16, %esi
+    dec %ebx
+    jmp 1b
+3:
 
     /* fw_cfg: the signature, the CPU count, the RAM size (its low 32 bits in ram_size). */
     mov $FW_CFG_SIGNATURE, %eax
@@ -252,6 +294,10 @@ print_dec:
     .section .rodata
 msg_banner:     .asciz "multiboot-test: entered in 32-bit protected mode\n"
 msg_cmdline:    .asciz "multiboot-test: command line: "
+msg_modules:    .asciz "multiboot-test: modules: "
+msg_module:     .asciz "multiboot-test: module: "
+msg_size:       .asciz ", "
+msg_sum:        .asciz " bytes, byte sum "
 msg_signature:  .asciz "multiboot-test: fw_cfg signature: "
 msg_cpus:       .asciz "multiboot-test: fw_cfg CPUs: "
 msg_ram:        .asciz "multiboot-test: fw_cfg RAM size: "
