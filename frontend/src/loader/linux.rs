@@ -98,6 +98,14 @@ pub enum LinuxError {
         /// Where RAM below 4 GiB ends.
         ram_end: u64,
     },
+    /// The command line is longer than the kernel takes.
+    #[error("the kernel command line is {len} bytes; this kernel takes at most {max}")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The kernel's limit (cmdline_size).
+        max: u32,
+    },
     /// The command line is not one the kernel can take.
     #[error("kernel command line")]
     Cmdline(#[source] linux_loader::cmdline::Error),
@@ -258,6 +266,12 @@ fn command_line(header: &setup_header, text: &str) -> Result<Vec<u8>, LinuxError
     } else {
         OLD_CMDLINE_SIZE
     };
+    if text.len() > max as usize {
+        return Err(LinuxError::CmdlineTooLong {
+            len: text.len(),
+            max,
+        });
+    }
     let cmdline = Cmdline::try_from(text, max as usize + 1).map_err(LinuxError::Cmdline)?;
     let cstring = cmdline.as_cstring().map_err(LinuxError::Cmdline)?;
     Ok(cstring.into_bytes_with_nul())
@@ -441,6 +455,21 @@ mod tests {
             ..boot
         };
         let error = load(&memslots, memory, &image, &too_long).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                LinuxError::CmdlineTooLong {
+                    len: 2048,
+                    max: 2047
+                }
+            ),
+            "{error}"
+        );
+        let nul = LinuxBoot {
+            cmdline: "quiet\0",
+            ..boot
+        };
+        let error = load(&memslots, memory, &image, &nul).unwrap_err();
         assert!(matches!(error, LinuxError::Cmdline(_)), "{error}");
 
         let mut no_64 = image.clone();
