@@ -58,7 +58,7 @@ fn reader(slots: &Memslots, stop: &AtomicBool, mover_hva: u64) -> u64 {
     let mut cache = SlotCache::new();
     let mut generation = 0;
     let mut rounds = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while rounds == 0 || !stop.load(Ordering::Relaxed) {
         let now = slots.generation();
         assert!(now >= generation, "generations only grow");
         generation = now;
@@ -129,16 +129,22 @@ fn readers_only_ever_see_whole_slot_sets() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let total_rounds = Arc::new(AtomicU64::new(0));
+    // The readers and the writer start together, so that a loaded host cannot let the
+    // writer finish before any reader has looked.
+    let start = Arc::new(std::sync::Barrier::new(4));
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let (slots, stop, total) = (slots.clone(), stop.clone(), total_rounds.clone());
+            let start = start.clone();
             thread::spawn(move || {
+                start.wait();
                 let rounds = reader(&slots, &stop, mover_hva);
                 total.fetch_add(rounds, Ordering::Relaxed);
             })
         })
         .collect();
 
+    start.wait();
     let changes = 3000;
     for step in 0..changes {
         let id = (step / 4 % u64::from(TRANSIENTS)) as u16 + 1;
