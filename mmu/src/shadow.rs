@@ -272,6 +272,9 @@ pub struct ShadowStats {
     pub splits: u64,
     /// Shadow pages alive now.
     pub pages_alive: u64,
+    /// Shadow pages alive now by the level they shadow: index 0 holds level 1 (page tables),
+    /// index 4 level 5 (PML5 tables).
+    pub pages_by_level: [u64; 5],
     /// Guest frames write-tracked now.
     pub tracked_frames: u64,
     /// Roots alive now.
@@ -295,6 +298,8 @@ pub struct ShadowMmu {
     /// Bumped whenever a store reached a frame with cached decodes.
     code_generation: AtomicU64,
     pages_alive: AtomicU64,
+    /// `pages_alive` by level, level 1 first.
+    pages_by_level: [AtomicU64; 5],
     counters: Counters,
     /// The generation every tree's contents must belong to (KVM's `mmu_valid_gen`).
     valid_generation: AtomicU64,
@@ -348,6 +353,9 @@ impl ShadowMmu {
             flooded: c.flooded.load(Ordering::Relaxed),
             splits: c.splits.load(Ordering::Relaxed),
             pages_alive: self.pages_alive.load(Ordering::Relaxed),
+            pages_by_level: std::array::from_fn(|i| {
+                self.pages_by_level[i].load(Ordering::Relaxed)
+            }),
             tracked_frames: self.tracked.lock().len() as u64,
             roots: self.roots.read().len() as u64,
         }
@@ -407,11 +415,17 @@ impl ShadowMmu {
         );
     }
 
+    /// The count of live pages at `role`'s level.
+    fn level_count(&self, role: PageRole) -> &AtomicU64 {
+        &self.pages_by_level[usize::from(role.level().clamp(1, 5)) - 1]
+    }
+
     /// Allocates a page; the caller links it into a tree.
     fn new_page(&self, gfn: Gfn, role: PageRole, guard: &Guard) -> PagePtr {
         let page = Owned::new(ShadowPage::new(gfn, role)).into_shared(guard);
         self.counters.pages_created.fetch_add(1, Ordering::Relaxed);
         self.pages_alive.fetch_add(1, Ordering::Relaxed);
+        self.level_count(role).fetch_add(1, Ordering::Relaxed);
         page.as_raw() as PagePtr
     }
 
@@ -751,6 +765,7 @@ impl ShadowMmu {
         }
         self.counters.pages_zapped.fetch_add(1, Ordering::Relaxed);
         self.pages_alive.fetch_sub(1, Ordering::Relaxed);
+        self.level_count(role).fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the page is unlinked from its tree and out of every index, so no new walker
         // can reach it; walkers that already did hold epoch guards, which the epoch waits for
         // before dropping it.

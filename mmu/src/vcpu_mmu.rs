@@ -27,7 +27,7 @@ use crate::counters::{VcpuCounters, bump};
 use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
 use crate::paging::{PTE_DIRTY, PagingMode};
 use crate::role::{CpuRole, PageRole};
-use crate::shadow::{RootHandle, ShadowMmu, Spte};
+use crate::shadow::{RootHandle, ShadowMmu, ShadowStats, Spte};
 use crate::tlb::{Mapping, NO_ROOT, Tlb, access_bit, every_access};
 use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 
@@ -81,6 +81,8 @@ pub struct MmuSnapshot {
     pub tlb_used: usize,
     /// This vCPU's counters.
     pub counters: MmuCounters,
+    /// The VM-wide shadow MMU's counters and page counts.
+    pub shadow: ShadowStats,
 }
 
 /// One vCPU's MMU.
@@ -178,6 +180,7 @@ impl VcpuMmu {
                 .collect(),
             tlb_used: self.tlb.occupancy(),
             counters: self.counters(),
+            shadow: self.shadow.stats(),
         }
     }
 

@@ -220,6 +220,9 @@ fn a_large_page_is_one_leaf_until_a_table_lands_inside_it() {
         stats.sptes_installed, 1,
         "one large leaf maps all 512 pages: {stats:?}"
     );
+    // The 4-level tree down to the large leaf: one PML4, one PDPT and one PD shadow page.
+    assert_eq!(stats.pages_by_level, [0, 1, 1, 1, 0], "{stats:?}");
+    assert_eq!(stats.pages_by_level.iter().sum::<u64>(), stats.pages_alive);
     assert_eq!(mmu.counters().walks, 1);
 
     // PD entry 3 now links a page table that lives inside the large page (frame 0x410).
