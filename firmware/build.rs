@@ -126,6 +126,13 @@ const IMAGES: &[ImageSpec] = &[
         listing: Listing::Builtin,
         summary: "PIC, PIT, RTC and UART interrupts as an OS programs them",
     },
+    ImageSpec {
+        name: "echo",
+        source: "echo.s",
+        defines: &[],
+        listing: Listing::Builtin,
+        summary: "the serial console's loop-back: sends back what is typed until Ctrl-D",
+    },
 ];
 
 /// A kernel that boots without firmware (`umbra run --kernel`, QEMU's `-kernel`): a

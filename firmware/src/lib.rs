@@ -106,7 +106,8 @@ mod tests {
                 "mmu-access",
                 "bench-ctxsw",
                 "bench-ctxsw-warmup",
-                "irq-test"
+                "irq-test",
+                "echo"
             ]
         );
     }
