@@ -97,6 +97,16 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = MmuMode::Shadow)]
     pub mmu: MmuMode,
 
+    /// Whether the emulator translates hot guest code to host code (`on`), or runs the
+    /// interpreter alone (`off`).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub jit: Switch,
+
+    /// How many times the emulator runs a block in the interpreter before translating it
+    /// (0: translate everything at once).
+    #[arg(long, value_name = "N", default_value_t = umbra_jit::DEFAULT_THRESHOLD)]
+    pub jit_threshold: u32,
+
     /// Guest RAM, as QEMU's -m: 512M, 1G, or a bare number of MiB.
     #[arg(
         short = 'm',
@@ -173,6 +183,15 @@ pub fn qemu_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
             rewritten
         })
         .collect()
+}
+
+/// An on/off option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// The `--mmu` choices.

@@ -4,12 +4,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
 use umbra::accel;
-use umbra::cli::{self, Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget};
+use umbra::cli::{self, Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget, Switch};
 use umbra::gdb::target::MachineView;
 use umbra::machine::{Machine, MachineConfig, MachineError};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
@@ -127,6 +128,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let emu_options = EmuOptions {
         mmu_caching: args.mmu == MmuMode::Shadow,
+        engine: (args.jit == Switch::On).then(|| {
+            Arc::new(umbra_jit::JitFactory {
+                threshold: args.jit_threshold,
+            }) as Arc<dyn umbra_cpu::backend::emu::BlockEngineFactory>
+        }),
         ..EmuOptions::default()
     };
     let choice = accel::choose(args.accel, emu_options).map_err(Failure::runtime)?;

@@ -281,6 +281,9 @@ pub struct ShadowStats {
     pub roots: u64,
 }
 
+/// How many stores to code frames [`ShadowMmu::code_written_between`] remembers.
+const CODE_WRITE_LOG: usize = 256;
+
 /// The VM-wide shadow MMU.
 #[derive(Default)]
 pub struct ShadowMmu {
@@ -297,6 +300,9 @@ pub struct ShadowMmu {
     flush_generation: AtomicU64,
     /// Bumped whenever a store reached a frame with cached decodes.
     code_generation: AtomicU64,
+    /// The frames those stores reached, the most recent [`CODE_WRITE_LOG`], each with the
+    /// generation its store made.
+    code_writes: Mutex<std::collections::VecDeque<(u64, Gfn)>>,
     pages_alive: AtomicU64,
     /// `pages_alive` by level, level 1 first.
     pages_by_level: [AtomicU64; 5],
@@ -353,9 +359,7 @@ impl ShadowMmu {
             flooded: c.flooded.load(Ordering::Relaxed),
             splits: c.splits.load(Ordering::Relaxed),
             pages_alive: self.pages_alive.load(Ordering::Relaxed),
-            pages_by_level: std::array::from_fn(|i| {
-                self.pages_by_level[i].load(Ordering::Relaxed)
-            }),
+            pages_by_level: std::array::from_fn(|i| self.pages_by_level[i].load(Ordering::Relaxed)),
             tracked_frames: self.tracked.lock().len() as u64,
             roots: self.roots.read().len() as u64,
         }
@@ -656,8 +660,29 @@ impl ShadowMmu {
     /// cached again (so a frame mixing code and data does not keep every store slow).
     pub fn code_written(&self, gfn: Gfn) {
         if self.code.read().contains(&gfn) && self.code.write().remove(&gfn) {
-            self.code_generation.fetch_add(1, Ordering::AcqRel);
+            let mut log = self.code_writes.lock();
+            let generation = self.code_generation.fetch_add(1, Ordering::AcqRel) + 1;
+            if log.len() == CODE_WRITE_LOG {
+                log.pop_front();
+            }
+            log.push_back((generation, gfn));
         }
+    }
+
+    /// The frames whose cached code went stale after code generation `since`, up to
+    /// `until`; `None` if the log no longer reaches that far back (everything must go).
+    pub fn code_written_between(&self, since: u64, until: u64) -> Option<Vec<Gfn>> {
+        let log = self.code_writes.lock();
+        let oldest = log.front().map_or(until, |&(generation, _)| generation - 1);
+        if since < oldest {
+            return None;
+        }
+        Some(
+            log.iter()
+                .filter(|&&(generation, _)| generation > since && generation <= until)
+                .map(|&(_, gfn)| gfn)
+                .collect(),
+        )
     }
 
     /// Called after `len` bytes were stored at `gpa` in one page: zaps the shadow entries

@@ -48,6 +48,7 @@ pub(crate) fn every_access() -> impl Iterator<Item = Access> {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 struct Entry {
     /// Guest page number << 1 | 1; 0 for an empty entry.
     tag: u64,
@@ -72,6 +73,46 @@ pub struct Mapping {
     pub host: Option<usize>,
 }
 
+/// The TLB as generated code reads it (a JIT's inlined hit path): the entry for a linear
+/// address `la` is `entries + ((la >> 12) + spread) % TLB_ENTRIES * entry_layout::SIZE`; it
+/// hits when its tag is `(la >> 12) << 1 | 1`, its root is `root`, and its `direct` mask has
+/// the access's bit ([`InlineTlb::direct_bit`]); the host address is then `host + la % 4096`.
+///
+/// The view stays valid while the vCPU's root is unchanged; the entries may change under it
+/// (fills and flushes), which generated code sees on its next lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct InlineTlb {
+    /// The first entry.
+    pub entries: *const u8,
+    /// The current root's tag.
+    pub root: u32,
+    /// The current root's shift in the array.
+    pub spread: u64,
+}
+
+impl InlineTlb {
+    /// The bit of an entry's `direct` mask for `access`.
+    pub fn direct_bit(access: Access) -> u16 {
+        access_bit(access)
+    }
+}
+
+/// Where an entry's fields lie, for generated code.
+pub mod entry_layout {
+    use super::Entry;
+
+    /// The size of an entry, in bytes.
+    pub const SIZE: usize = size_of::<Entry>();
+    /// The tag: guest page number << 1 | 1 (u64).
+    pub const TAG: usize = std::mem::offset_of!(Entry, tag);
+    /// The root (u32).
+    pub const ROOT: usize = std::mem::offset_of!(Entry, root);
+    /// The accesses that may go straight to host memory (u16).
+    pub const DIRECT: usize = std::mem::offset_of!(Entry, direct);
+    /// The host address of the page (usize).
+    pub const HOST: usize = std::mem::offset_of!(Entry, host);
+}
+
 /// A vCPU's TLB.
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
@@ -94,9 +135,22 @@ impl Tlb {
     /// The entry for `gva` under `root`: the page number, offset by a multiple of the root
     /// that spreads roots over the array.
     fn slot(gva: Gva, root: u32) -> usize {
+        ((gva.0 >> PAGE_SHIFT) as usize).wrapping_add(Self::spread(root)) & (TLB_ENTRIES - 1)
+    }
+
+    /// How far `root`'s entries are shifted in the array.
+    fn spread(root: u32) -> usize {
         // Fibonacci hashing: the multiplier's high bits scatter consecutive root ids.
-        let spread = (root.wrapping_mul(0x9e37_79b9) >> 16) as usize;
-        ((gva.0 >> PAGE_SHIFT) as usize).wrapping_add(spread) & (TLB_ENTRIES - 1)
+        (root.wrapping_mul(0x9e37_79b9) >> 16) as usize
+    }
+
+    /// What generated code needs to look up this TLB under `root` itself.
+    pub fn inline_view(&self, root: u32) -> InlineTlb {
+        InlineTlb {
+            entries: self.entries.as_ptr().cast(),
+            root,
+            spread: Self::spread(root) as u64,
+        }
     }
 
     fn tag(gva: Gva) -> u64 {
@@ -202,6 +256,35 @@ mod tests {
         tlb.flush_page(gva, [7, 8]);
         assert!(tlb.lookup(gva, 7, read).is_none());
         assert!(tlb.lookup(gva, 8, read).is_none());
+    }
+
+    #[test]
+    fn the_inline_view_finds_the_entry_lookup_uses() {
+        let mut tlb = Tlb::new();
+        let write = Access::new(AccessKind::Write, Privilege::Supervisor);
+        let gva = Gva(0xffff_8000_0012_3456);
+        let bit = access_bit(write);
+        tlb.fill(gva, 42, Gfn(0x99), bit, bit, 0x7000_0000);
+        let view = tlb.inline_view(42);
+        let index = ((gva.0 >> 12) + view.spread) as usize % TLB_ENTRIES;
+        // SAFETY: the index is within the array.
+        let entry = unsafe { view.entries.add(index * entry_layout::SIZE) };
+        // SAFETY: the offsets are those of the entry's fields, read at their types.
+        let (tag, root, direct, host) = unsafe {
+            (
+                entry.add(entry_layout::TAG).cast::<u64>().read(),
+                entry.add(entry_layout::ROOT).cast::<u32>().read(),
+                entry.add(entry_layout::DIRECT).cast::<u16>().read(),
+                entry.add(entry_layout::HOST).cast::<usize>().read(),
+            )
+        };
+        assert_eq!(tag, (gva.0 >> 12) << 1 | 1);
+        assert_eq!(root, 42);
+        assert_eq!(direct & InlineTlb::direct_bit(write), bit);
+        assert_eq!(
+            host + (gva.0 & 0xfff) as usize,
+            tlb.lookup(gva, 42, write).unwrap().host.unwrap()
+        );
     }
 
     #[test]

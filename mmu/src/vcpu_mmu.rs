@@ -332,6 +332,17 @@ impl VcpuMmu {
         };
     }
 
+    /// The TLB as generated code may read it, under the current root; `None` while caching is
+    /// off (every translation must then walk).
+    pub fn inline_tlb(&self) -> Option<crate::tlb::InlineTlb> {
+        self.caching.then(|| self.tlb.inline_view(self.root_tag()))
+    }
+
+    /// Counts `hits` TLB hits that generated code made on its own.
+    pub fn count_tlb_hits(&mut self, hits: u64) {
+        self.unpublished_hits += hits;
+    }
+
     /// Translates `gva` for `access`: where it goes, or the page fault it raises.
     #[inline]
     pub fn translate(&mut self, gva: Gva, access: Access) -> Result<Mapping, PageFault> {

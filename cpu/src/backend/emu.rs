@@ -24,6 +24,34 @@ const STEPS_PER_RUN: u32 = 1 << 16;
 /// many, and the look costs a load per this many.
 const KICK_INTERVAL: u32 = 64;
 
+/// How many instructions a block engine runs between two looks at the kick and the interrupt
+/// lines (it returns earlier when interrupts become enabled).
+const ENGINE_SLICE: u32 = 1024;
+
+/// Something that runs guest code faster than stepping the interpreter: a translator to host
+/// code (Umbra's JIT, in the `umbra-jit` crate, which this crate cannot name). It works on the
+/// interpreter's state through [`crate::interp::translator`] and leaves every instruction it
+/// does not handle to [`Interpreter::step`].
+pub trait BlockEngine: Send {
+    /// Runs the vCPU for about `budget` instructions (fewer when it stops early); returns
+    /// the event of an instruction the interpreter ran for it that the vCPU loop must hear
+    /// about (I/O, HLT, a shutdown), and returns at once, with [`StepEvent::None`], after an
+    /// instruction that enabled interrupts, so that the loop can deliver one.
+    ///
+    /// It runs only while [`Interpreter::block_context`] allows; otherwise it steps the
+    /// interpreter.
+    fn run(&mut self, cpu: &mut Interpreter, budget: u32) -> StepEvent;
+
+    /// The engine's counters, by name (each starting with `jit_`).
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Makes each vCPU's [`BlockEngine`].
+pub trait BlockEngineFactory: Send + Sync + std::fmt::Debug {
+    /// A new engine for one vCPU, or why there cannot be one.
+    fn create(&self) -> Result<Box<dyn BlockEngine>, String>;
+}
+
 /// Umbra's own emulator, as a hypervisor.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmuHypervisor;
@@ -39,13 +67,15 @@ impl Hypervisor for EmuHypervisor {
 }
 
 /// The emulator with its options chosen: [`EmuHypervisor`] is the default ones.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EmuOptions {
     /// What enabling dirty logging on a slot does to the large shadow mappings in it.
     pub split_policy: SplitPolicy,
     /// Whether vCPUs translate through the TLB and shadow pages (`true`) or walk the guest's
     /// tables on every access (`false`: the reference, for comparisons).
     pub mmu_caching: bool,
+    /// What runs guest code besides the interpreter: `None`, the interpreter alone.
+    pub engine: Option<Arc<dyn BlockEngineFactory>>,
 }
 
 impl Default for EmuOptions {
@@ -54,6 +84,7 @@ impl Default for EmuOptions {
         EmuOptions {
             split_policy: SplitPolicy::Eager,
             mmu_caching: true,
+            engine: None,
         }
     }
 }
@@ -71,6 +102,7 @@ impl EmuOptions {
             memslots,
             shadow,
             mmu_caching: self.mmu_caching,
+            engine: self.engine.clone(),
         }))
     }
 }
@@ -116,6 +148,7 @@ pub struct EmuVm {
     memslots: Arc<Memslots>,
     shadow: Arc<ShadowMmu>,
     mmu_caching: bool,
+    engine: Option<Arc<dyn BlockEngineFactory>>,
 }
 
 impl Vm for EmuVm {
@@ -130,6 +163,10 @@ impl Vm for EmuVm {
             cpu,
             shadow: self.shadow.clone(),
             control: RunControl {
+                engine: match &self.engine {
+                    Some(factory) => Some(factory.create().map_err(BackendError::Engine)?),
+                    None => None,
+                },
                 lines: None,
                 single_step: SingleStep::Off,
                 breakpoints: Vec::new(),
@@ -172,6 +209,8 @@ pub struct EmuVcpu {
 /// What, besides the guest, ends a run: single-stepping, breakpoints and watchpoints, kicks;
 /// and where external interrupts come from.
 struct RunControl {
+    /// The engine that runs guest code between the interpreter's steps, if any.
+    engine: Option<Box<dyn BlockEngine>>,
     /// The interrupt controller's side of the vCPU's INTR pin, once the machine connects one.
     lines: Option<Arc<dyn InterruptLines>>,
     single_step: SingleStep,
@@ -206,6 +245,11 @@ impl RunControl {
             SingleStep::Off => {}
         }
         let kick = self.kick.clone();
+        if !debugging && let Some(mut engine) = self.engine.take() {
+            let exit = self.run_engine(cpu, &mut *engine);
+            self.engine = Some(engine);
+            return exit;
+        }
         for _ in 0..STEPS_PER_RUN / KICK_INTERVAL {
             if kick.pending() && kick.take() {
                 return VcpuExit::Interrupted;
@@ -228,6 +272,23 @@ impl RunControl {
                 {
                     return exit;
                 }
+            }
+        }
+        VcpuExit::Interrupted
+    }
+
+    /// [`RunControl::run`] with a block engine: slices of [`ENGINE_SLICE`] instructions, with
+    /// the kick and the interrupt lines looked at between them.
+    fn run_engine(&mut self, cpu: &mut Interpreter, engine: &mut dyn BlockEngine) -> VcpuExit {
+        for _ in 0..STEPS_PER_RUN / ENGINE_SLICE {
+            if self.kick.pending() && self.kick.take() {
+                return VcpuExit::Interrupted;
+            }
+            if let Some(exit) = self.take_interrupt(cpu) {
+                return exit;
+            }
+            if let Some(exit) = Self::exit_for(engine.run(cpu, ENGINE_SLICE), cpu) {
+                return exit;
             }
         }
         VcpuExit::Interrupted
@@ -266,7 +327,13 @@ impl RunControl {
 
     /// Runs one step; returns the exit its event calls for, if any.
     fn step_once(cpu: &mut Interpreter) -> Option<VcpuExit> {
-        match cpu.step() {
+        let event = cpu.step();
+        Self::exit_for(event, cpu)
+    }
+
+    /// The exit a step's `event` calls for, if any.
+    fn exit_for(event: StepEvent, cpu: &Interpreter) -> Option<VcpuExit> {
+        match event {
             StepEvent::None => None,
             StepEvent::Io => Some(VcpuExit::Io),
             StepEvent::Halt => Some(VcpuExit::Halted {
@@ -373,7 +440,8 @@ impl Vcpu for EmuVcpu {
     fn mmu_stats(&self) -> Vec<(&'static str, u64)> {
         let vcpu = self.cpu.mmu_counters();
         let shadow = self.shadow.stats();
-        vec![
+        let engine = self.control.engine.as_ref().map(|e| e.counters());
+        let mut stats = vec![
             ("guest_walks", vcpu.walks),
             ("page_faults", vcpu.page_faults()),
             ("faults_not_present", vcpu.faults_not_present),
@@ -394,6 +462,8 @@ impl Vcpu for EmuVcpu {
             ("tracked_frames", shadow.tracked_frames),
             ("flooded_pages_zapped", shadow.flooded),
             ("large_leaves_split", shadow.splits),
-        ]
+        ];
+        stats.extend(engine.into_iter().flatten());
+        stats
     }
 }

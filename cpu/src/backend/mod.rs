@@ -129,6 +129,9 @@ pub enum BackendError {
     /// The vCPU refuses a state a debugger or loader gave it.
     #[error("invalid vCPU state: {0}")]
     InvalidState(String),
+    /// The emulator's block engine (the JIT) could not start.
+    #[error("cannot start the JIT: {0}")]
+    Engine(String),
 }
 
 /// Something that can make virtual machines: KVM, or Umbra's own emulator.

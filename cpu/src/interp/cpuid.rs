@@ -169,12 +169,20 @@ fn leaf1_features() -> (u32, u32) {
     (leaf1_ecx::ALL | leaf1_ecx::sse_extensions(), leaf1_edx::ALL)
 }
 
-/// Whether the CPU advertises `feature`, one of those the x87, MMX and SSE instructions need
-/// (any other is not advertised).
+/// Whether the CPU advertises `feature`: the instruction sets every x86-64 processor has,
+/// and those the CPUID leaves above report (any other is not advertised).
 pub fn advertises(feature: CpuidFeature) -> bool {
     use CpuidFeature::*;
     let (ecx, edx) = leaf1_features();
+    let extended = cpuid(0x8000_0001, 0)[2];
     let (register, bit) = match feature {
+        INTEL8086 | INTEL8086_ONLY | INTEL186 | INTEL286 | INTEL386 | INTEL486 | X64 => {
+            return true;
+        }
+        MOVBE => (ecx, leaf1_ecx::MOVBE),
+        POPCNT => (ecx, leaf1_ecx::POPCNT),
+        CMPXCHG16B => (ecx, leaf1_ecx::CX16),
+        LZCNT => (extended, ext1::ECX_ABM),
         FPU | FPU287 | FPU387 => (edx, leaf1_edx::FPU),
         CMOV => (edx, leaf1_edx::CMOV),
         MMX => (edx, leaf1_edx::MMX),

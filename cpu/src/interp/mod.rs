@@ -21,6 +21,7 @@
 //! - [`fpu`]: the x87, MMX and SSE state, and running floating-point instructions on the host.
 //! - [`cpuid`] and [`msr`]: the processor Umbra presents.
 //! - `watch`: a debugger's watchpoints, checked on every data access.
+//! - [`translator`]: what a translator (the JIT) sees of the vCPU and may ask of it.
 
 pub mod alu;
 pub mod cpuid;
@@ -33,6 +34,7 @@ mod memory;
 pub mod msr;
 mod operands;
 pub mod segmentation;
+pub mod translator;
 mod watch;
 
 use std::sync::Arc;

@@ -1,0 +1,135 @@
+//! What a translator (Umbra's JIT) sees of a vCPU, and what it may ask of it.
+//!
+//! Generated code runs a guest's instructions on a copy of the general registers and reads the
+//! vCPU's TLB itself; everything else stays the interpreter's. A translator may run code only
+//! while [`Interpreter::block_context`] gives a context: 64-bit code, no single-stepping, no
+//! debug registers or watchpoints armed, no interrupt shadow, RFLAGS.RF clear and no
+//! alignment checking. In that state an instruction's only architectural effects are on the
+//! general registers, the arithmetic flags, RIP and memory, which generated code reproduces
+//! for the instructions it translates and leaves to [`Interpreter::step`] for all others.
+
+use std::sync::Arc;
+
+use umbra_mmu::addr::{Gfn, Gva};
+use umbra_mmu::shadow::ShadowMmu;
+use umbra_mmu::tlb::InlineTlb;
+use umbra_mmu::walker::AccessKind;
+
+use super::Interpreter;
+use crate::state::{CpuMode, RFLAGS_AC, RFLAGS_RF, RFLAGS_TF};
+
+/// DR7's enable bits (L0-L3, G0-G3).
+const DR7_ENABLES: u64 = 0xff;
+
+/// CR0.AM: alignment checking is allowed.
+const CR0_AM: u64 = 1 << 18;
+
+/// The state that generated code for the current instruction pointer depends on and reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockContext {
+    /// The TLB's bit for a data read in the current privilege context (user, supervisor, or
+    /// supervisor with EFLAGS.AC set): it names the context, and blocks are keyed by it.
+    pub read_bit: u16,
+    /// The TLB's bit for a data write in that context.
+    pub write_bit: u16,
+    /// FS's base address.
+    pub fs_base: u64,
+    /// GS's base address.
+    pub gs_base: u64,
+}
+
+/// The guest page holding code at some linear address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodePage {
+    /// The guest physical address of the instruction.
+    pub gpa: u64,
+    /// The host address of the page's first byte.
+    pub host_page: *const u8,
+}
+
+impl Interpreter {
+    /// The context generated code may run in now, or `None` when only the interpreter may
+    /// run the next instruction (see the module's documentation).
+    pub fn block_context(&self) -> Option<BlockContext> {
+        let rflags = self.regs.rflags;
+        let plain = self.mode() == CpuMode::Long
+            && rflags & (RFLAGS_TF | RFLAGS_RF) == 0
+            && self.dr[7] & DR7_ENABLES == 0
+            && !self.interrupt_shadow
+            && !self.halted
+            && !self.watching()
+            && !(self.cpl == 3 && self.sregs.cr0 & CR0_AM != 0 && rflags & RFLAGS_AC != 0);
+        plain.then(|| BlockContext {
+            read_bit: InlineTlb::direct_bit(self.access(AccessKind::Read)),
+            write_bit: InlineTlb::direct_bit(self.access(AccessKind::Write)),
+            fs_base: self.sregs.fs.base,
+            gs_base: self.sregs.gs.base,
+        })
+    }
+
+    /// Where the instruction at `rip` lies, if it may be fetched now and lies in RAM (a fault
+    /// or device memory gives `None`: the interpreter runs it). Nothing is protected: see
+    /// [`Interpreter::protect_code`].
+    pub fn code_page(&mut self, rip: u64) -> Option<CodePage> {
+        let linear = self.fetch_linear(rip);
+        if !self.canonical(linear) {
+            return None;
+        }
+        let fetch = self.access(AccessKind::Fetch);
+        let mapping = self.mmu.translate(Gva(linear), fetch).ok()?;
+        let host = mapping.host?;
+        Some(CodePage {
+            gpa: mapping.gpa.0,
+            host_page: (host & !0xfff) as *const u8,
+        })
+    }
+
+    /// Makes every store to guest frame `gfn` take the slow path from the next instruction
+    /// boundary on, so that it reaches [`ShadowMmu::code_written`]: call before reading code
+    /// from the frame to translate it.
+    pub fn protect_code(&self, gfn: Gfn) {
+        self.mmu.shadow().protect_code(gfn);
+    }
+
+    /// The VM's shadow MMU, which tells which code frames were written.
+    pub fn shadow_mmu(&self) -> &Arc<ShadowMmu> {
+        self.mmu.shadow()
+    }
+
+    /// Catches up with TLB flushes and memslot changes made elsewhere, as the interpreter does
+    /// before every instruction: call before running generated code.
+    pub fn begin_block(&mut self) {
+        self.mmu.begin_instruction();
+    }
+
+    /// The TLB as generated code may read it, or `None` when every access must walk.
+    pub fn inline_tlb(&self) -> Option<InlineTlb> {
+        self.mmu.inline_tlb()
+    }
+
+    /// The host address for a data access of `len` bytes at linear address `linear`, when it
+    /// may go straight to host memory: canonical, within one page, translated without a
+    /// fault, and RAM that a store may reach directly. `None` otherwise, with nothing
+    /// changed: the interpreter then runs the instruction and takes the fault or the slow
+    /// path itself.
+    pub fn translate_direct(&mut self, linear: u64, len: usize, write: bool) -> Option<usize> {
+        if !self.canonical(linear) || (linear & 0xfff) as usize + len > 0x1000 {
+            return None;
+        }
+        let kind = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        let access = self.access(kind);
+        // The interpreter's own attempt after a `None` walks again: the same fault, and the
+        // same accessed bits set (setting them twice is setting them once).
+        self.mmu.translate(Gva(linear), access).ok()?.host
+    }
+
+    /// Counts `instructions` retired by generated code, and the `tlb_hits` it made inline.
+    pub fn retire_translated(&mut self, instructions: u64, tlb_hits: u64) {
+        self.retired += instructions;
+        self.mmu.count_tlb_hits(tlb_hits);
+    }
+}

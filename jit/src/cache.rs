@@ -1,0 +1,154 @@
+//! The code cache: blocks by where they start, indexed by guest page for invalidation.
+//!
+//! A block is keyed by its guest physical address, its virtual RIP (its code has the
+//! addresses of its jumps and RIP-relative operands built in) and its privilege context (the
+//! TLB bits it tests), so translations survive CR3 switches that keep the code's mapping.
+//! Blocks chain only to blocks on their own page, so dropping every block of a page leaves
+//! no jump into them from elsewhere; the memory they used is reclaimed when the buffer fills
+//! and everything goes.
+
+use iced_x86::Mnemonic;
+use rustc_hash::FxHashMap;
+
+use crate::code_buffer::CodeBuffer;
+
+/// Where a block starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BlockKey {
+    /// The virtual RIP of its first instruction.
+    pub rip: u64,
+    /// That instruction's guest physical address.
+    pub gpa: u64,
+    /// The TLB bit of a data read in its privilege context.
+    pub read_bit: u16,
+}
+
+/// What the cache holds for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Block {
+    /// Host code at this address.
+    Code(usize),
+    /// The first instruction is the interpreter's: this one (`None`: it crosses a page or
+    /// does not decode).
+    Interpret(Option<Mnemonic>),
+}
+
+/// The code cache.
+pub(crate) struct CodeCache {
+    buffer: CodeBuffer,
+    /// Bytes at the buffer's start that outlive flushes (the entry and exit code).
+    permanent: usize,
+    blocks: FxHashMap<BlockKey, Block>,
+    /// Keys by guest frame.
+    pages: FxHashMap<u64, Vec<BlockKey>>,
+    /// How often each untranslated key was looked up.
+    heat: FxHashMap<BlockKey, u32>,
+    /// The instructions blocks leave to the interpreter, by RIP.
+    exits: FxHashMap<u64, Mnemonic>,
+    /// Bumped at every flush: patch sites from before one are gone.
+    epoch: u64,
+}
+
+impl CodeCache {
+    /// A cache over `buffer`, whose first `permanent` bytes stay.
+    pub(crate) fn new(buffer: CodeBuffer, permanent: usize) -> CodeCache {
+        CodeCache {
+            buffer,
+            permanent,
+            blocks: FxHashMap::default(),
+            pages: FxHashMap::default(),
+            heat: FxHashMap::default(),
+            exits: FxHashMap::default(),
+            epoch: 0,
+        }
+    }
+
+    /// The block at `key`.
+    #[inline]
+    pub(crate) fn get(&self, key: &BlockKey) -> Option<Block> {
+        self.blocks.get(key).copied()
+    }
+
+    /// Counts a lookup of untranslated `key`: whether it has now been looked up more than
+    /// `threshold` times.
+    pub(crate) fn heat_up(&mut self, key: BlockKey, threshold: u32) -> bool {
+        if threshold == 0 {
+            return true;
+        }
+        let heat = self.heat.entry(key).or_insert(0);
+        *heat += 1;
+        *heat > threshold
+    }
+
+    /// The address the next block appended will have.
+    pub(crate) fn next_address(&self) -> usize {
+        self.buffer.next_address()
+    }
+
+    /// Stores the block at `key`, its host code `code` assembled for
+    /// [`CodeCache::next_address`], leaving `interpreted` instructions (RIP, mnemonic) to
+    /// the interpreter; its address, or `None` when the buffer is full.
+    pub(crate) fn insert_code(
+        &mut self,
+        key: BlockKey,
+        code: &[u8],
+        interpreted: &[(u64, Mnemonic)],
+    ) -> Option<usize> {
+        let address = self.buffer.append(code)?;
+        self.insert(key, Block::Code(address));
+        self.exits.extend(interpreted.iter().copied());
+        Some(address)
+    }
+
+    /// Records that the block at `key` would start with an instruction for the interpreter.
+    pub(crate) fn insert_interpreted(&mut self, key: BlockKey, mnemonic: Option<Mnemonic>) {
+        self.insert(key, Block::Interpret(mnemonic));
+    }
+
+    fn insert(&mut self, key: BlockKey, block: Block) {
+        self.heat.remove(&key);
+        self.blocks.insert(key, block);
+        self.pages.entry(key.gpa >> 12).or_default().push(key);
+    }
+
+    /// The instruction a block leaves to the interpreter at `rip`, if one does.
+    pub(crate) fn exit_at(&self, rip: u64) -> Option<Mnemonic> {
+        self.exits.get(&rip).copied()
+    }
+
+    /// Drops every block on guest frame `gfn`; how many there were.
+    pub(crate) fn invalidate_page(&mut self, gfn: u64) -> usize {
+        let keys = self.pages.remove(&gfn).unwrap_or_default();
+        for key in &keys {
+            self.blocks.remove(key);
+        }
+        keys.len()
+    }
+
+    /// Drops every block; how many there were.
+    pub(crate) fn flush(&mut self) -> usize {
+        let count = self.blocks.len();
+        self.blocks.clear();
+        self.pages.clear();
+        self.heat.clear();
+        self.exits.clear();
+        self.buffer.truncate(self.permanent);
+        self.epoch += 1;
+        count
+    }
+
+    /// The flush epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Patches the chaining jump at `site` to `target`.
+    pub(crate) fn patch(&mut self, site: usize, target: usize) {
+        self.buffer.patch_jump(site, target);
+    }
+
+    /// Bytes of host code in the buffer.
+    pub(crate) fn code_bytes(&self) -> usize {
+        self.buffer.used() - self.permanent
+    }
+}

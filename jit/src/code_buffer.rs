@@ -1,0 +1,73 @@
+//! The memory generated code lives in: one region, readable, writable and executable,
+//! filled from the start and emptied all at once.
+
+use std::io;
+
+use memmap2::{MmapMut, MmapOptions};
+
+/// A region of host memory holding generated code.
+pub(crate) struct CodeBuffer {
+    map: MmapMut,
+    /// Bytes in use, from the start.
+    used: usize,
+}
+
+impl CodeBuffer {
+    /// A region of `size` bytes.
+    pub(crate) fn new(size: usize) -> io::Result<CodeBuffer> {
+        let map = MmapOptions::new().len(size).map_anon()?;
+        // SAFETY: the range is exactly the mapping just made, which this buffer owns; making
+        // it executable as well changes no memory Rust code reads through references.
+        let status = unsafe {
+            libc::mprotect(
+                map.as_ptr() as *mut libc::c_void,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            )
+        };
+        if status != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(CodeBuffer { map, used: 0 })
+    }
+
+    /// The address the next code appended will have.
+    pub(crate) fn next_address(&self) -> usize {
+        self.map.as_ptr() as usize + self.used
+    }
+
+    /// Bytes in use.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Appends `code`, assembled for [`CodeBuffer::next_address`]; its address, or `None`
+    /// when the region is full.
+    pub(crate) fn append(&mut self, code: &[u8]) -> Option<usize> {
+        let end = self.used.checked_add(code.len())?;
+        if end > self.map.len() {
+            return None;
+        }
+        let address = self.next_address();
+        self.map[self.used..end].copy_from_slice(code);
+        self.used = end;
+        Some(address)
+    }
+
+    /// Forgets everything after the first `keep` bytes.
+    pub(crate) fn truncate(&mut self, keep: usize) {
+        self.used = keep.min(self.used);
+    }
+
+    /// Points the 5-byte `jmp rel32` at `site` to `target`. Both lie in this region.
+    pub(crate) fn patch_jump(&mut self, site: usize, target: usize) {
+        let base = self.map.as_ptr() as usize;
+        let at = site - base;
+        assert!(
+            at + 5 <= self.used && self.map[at] == 0xe9,
+            "a patch site is a jmp rel32 in use"
+        );
+        let rel = (target as i64 - (site as i64 + 5)) as i32;
+        self.map[at + 1..at + 5].copy_from_slice(&rel.to_le_bytes());
+    }
+}

@@ -1,0 +1,104 @@
+//! The block context: the memory generated code works in, and how it tells the dispatcher
+//! why it stopped.
+//!
+//! While a block runs, RBX holds the address of a [`BlockContext`]; the guest's general
+//! registers, RIP and RFLAGS live in it (copied in from the interpreter before the dispatcher
+//! enters generated code, and back after), and are exact at every exit.
+
+use std::mem::offset_of;
+
+/// What generated code reads and writes, at fixed offsets from RBX.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct BlockContext {
+    /// RAX..R15, in the encoding's order.
+    pub gpr: [u64; 16],
+    /// The guest's RIP: written at every exit.
+    pub rip: u64,
+    /// The guest's RFLAGS: its arithmetic flags are written back before every exit.
+    pub rflags: u64,
+    /// FS's base, added to FS-relative addresses.
+    pub fs_base: u64,
+    /// GS's base.
+    pub gs_base: u64,
+    /// Instructions the blocks may still start: a block entered with fewer than its length
+    /// left exits before running any.
+    pub budget: i64,
+    /// Instructions retired since the dispatcher entered generated code.
+    pub retired: u64,
+    /// Memory accesses that reached the inline TLB lookup.
+    pub accesses: u64,
+    /// The first TLB entry.
+    pub tlb_entries: u64,
+    /// The current root's TLB tag.
+    pub tlb_root: u64,
+    /// The current root's shift in the TLB.
+    pub tlb_spread: u64,
+    /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
+    pub patch_site: u64,
+    /// Accesses the inline lookup sent to the slow path.
+    pub slow_accesses: u64,
+    /// The vCPU, for the slow-path helper: a `*mut Interpreter`, valid while a block runs.
+    pub cpu: u64,
+}
+
+/// Offsets of [`BlockContext`]'s fields, for generated code.
+pub mod offset {
+    use super::*;
+
+    /// The general register numbered `n` (0 = RAX).
+    pub const fn gpr(n: u8) -> i32 {
+        (offset_of!(BlockContext, gpr) + 8 * n as usize) as i32
+    }
+    /// RIP.
+    pub const RIP: i32 = offset_of!(BlockContext, rip) as i32;
+    /// RFLAGS.
+    pub const RFLAGS: i32 = offset_of!(BlockContext, rflags) as i32;
+    /// FS's base.
+    pub const FS_BASE: i32 = offset_of!(BlockContext, fs_base) as i32;
+    /// GS's base.
+    pub const GS_BASE: i32 = offset_of!(BlockContext, gs_base) as i32;
+    /// The instruction budget.
+    pub const BUDGET: i32 = offset_of!(BlockContext, budget) as i32;
+    /// Instructions retired.
+    pub const RETIRED: i32 = offset_of!(BlockContext, retired) as i32;
+    /// Memory accesses.
+    pub const ACCESSES: i32 = offset_of!(BlockContext, accesses) as i32;
+    /// The TLB's first entry.
+    pub const TLB_ENTRIES: i32 = offset_of!(BlockContext, tlb_entries) as i32;
+    /// The TLB tag.
+    pub const TLB_ROOT: i32 = offset_of!(BlockContext, tlb_root) as i32;
+    /// The TLB shift.
+    pub const TLB_SPREAD: i32 = offset_of!(BlockContext, tlb_spread) as i32;
+    /// The jump to patch.
+    pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
+}
+
+/// Why generated code returned to the dispatcher (in EAX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Exit {
+    /// RIP is where to go on: an indirect jump, or a direct one that cannot be chained.
+    Jump = 0,
+    /// RIP is a direct jump's target on the same page; `patch_site` is the jump to patch
+    /// to the target's block.
+    Chain = 1,
+    /// RIP is an instruction for the interpreter: one the block does not translate, or one
+    /// whose memory access missed the fast path (a fault, device memory, a watched frame).
+    Interpret = 2,
+    /// The budget ran out before the block at RIP.
+    Budget = 3,
+}
+
+impl Exit {
+    /// The exit generated code returned.
+    pub fn from_code(code: u32) -> Exit {
+        match code {
+            0 => Exit::Jump,
+            1 => Exit::Chain,
+            2 => Exit::Interpret,
+            3 => Exit::Budget,
+            _ => unreachable!("generated code returns only exit codes"),
+        }
+    }
+}

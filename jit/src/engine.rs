@@ -1,0 +1,396 @@
+//! The dispatcher: finds or translates the block at RIP, runs it, and hands the vCPU to the
+//! interpreter for what blocks leave to it.
+
+use std::panic::AssertUnwindSafe;
+
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
+use rustc_hash::FxHashMap;
+use umbra_cpu::backend::emu::BlockEngine;
+use umbra_cpu::interp::translator::{BlockContext as CpuContext, CodePage};
+use umbra_cpu::interp::{Interpreter, StepEvent};
+use umbra_cpu::state::Registers;
+
+use crate::cache::{Block, BlockKey, CodeCache};
+use crate::code_buffer::CodeBuffer;
+use crate::context::{BlockContext, Exit};
+use crate::counters::JitCounters;
+use crate::emitter::Runtime;
+use crate::translate::{BlockStart, Translation, translate};
+
+/// The size of each vCPU's code buffer.
+const CODE_BUFFER_BYTES: usize = 32 << 20;
+
+/// The most instructions the interpreter runs in a row for code not hot enough to translate,
+/// before the dispatcher looks again.
+const COLD_RUN: u32 = 64;
+
+/// Generated code's way in: `enter(context, block)` runs from `block` until an exit.
+type EnterFn = unsafe extern "sysv64" fn(*mut BlockContext, usize) -> u32;
+
+/// Why the dispatcher stopped running blocks.
+enum Stop {
+    /// The budget is spent.
+    Budget,
+    /// The interpreter must run the next instruction.
+    Interpret,
+    /// The code at RIP is not hot enough to translate yet: the interpreter runs it.
+    Cold,
+}
+
+/// One vCPU's JIT: a [`BlockEngine`].
+pub struct Jit {
+    cache: CodeCache,
+    context: Box<BlockContext>,
+    enter: EnterFn,
+    runtime: Runtime,
+    threshold: u32,
+    /// The shadow MMU's code generation this cache is up to date with.
+    code_generation: u64,
+    counters: JitCounters,
+    /// The names fallback counters are published under.
+    fallback_names: FxHashMap<iced_x86::Mnemonic, &'static str>,
+}
+
+impl Jit {
+    /// A JIT translating a block once it has been reached more than `threshold` times.
+    pub fn new(threshold: u32) -> std::io::Result<Jit> {
+        let mut buffer = CodeBuffer::new(CODE_BUFFER_BYTES)?;
+        let (enter, exit, permanent) = entry_and_exit(&mut buffer);
+        // SAFETY: `enter` is the entry sequence just assembled, with the signature of
+        // `EnterFn` (System V: context in RDI, block in RSI, exit code in EAX).
+        let enter: EnterFn = unsafe { std::mem::transmute::<usize, EnterFn>(enter) };
+        Ok(Jit {
+            cache: CodeCache::new(buffer, permanent),
+            context: Box::default(),
+            enter,
+            runtime: Runtime {
+                exit,
+                slow_access: slow_access as *const () as usize,
+            },
+            threshold,
+            code_generation: 0,
+            counters: JitCounters::default(),
+            fallback_names: FxHashMap::default(),
+        })
+    }
+
+    /// The JIT's counters.
+    pub fn statistics(&self) -> &JitCounters {
+        &self.counters
+    }
+
+    /// One interpreter step for an instruction blocks do not run; `Some` when [`Jit::run`]
+    /// must return: with the step's event, or after interrupts became enabled.
+    fn interpret(&mut self, cpu: &mut Interpreter, left: &mut i64) -> Option<StepEvent> {
+        let was_enabled = cpu.interrupts_enabled();
+        let event = cpu.step();
+        *left -= 1;
+        self.counters.interpreted += 1;
+        if event != StepEvent::None {
+            return Some(event);
+        }
+        (!was_enabled && cpu.interrupts_enabled()).then_some(StepEvent::None)
+    }
+
+    /// Interprets code not yet hot: up to [`COLD_RUN`] instructions, until one jumps.
+    fn interpret_cold(&mut self, cpu: &mut Interpreter, left: &mut i64) -> Option<StepEvent> {
+        for _ in 0..COLD_RUN {
+            let rip = cpu.registers().rip;
+            if let Some(stop) = self.interpret(cpu, left) {
+                return Some(stop);
+            }
+            let next = cpu.registers().rip;
+            let sequential = next > rip && next - rip <= 15;
+            if !sequential || *left <= 0 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Brings the cache up to date with stores to code frames since it last looked.
+    fn catch_up(&mut self, cpu: &Interpreter) {
+        let shadow = cpu.shadow_mmu();
+        let generation = shadow.code_generation();
+        if generation == self.code_generation {
+            return;
+        }
+        match shadow.code_written_between(self.code_generation, generation) {
+            Some(frames) => {
+                for gfn in frames {
+                    self.counters.invalidations += self.cache.invalidate_page(gfn.0) as u64;
+                }
+            }
+            None => {
+                self.counters.invalidations += self.cache.flush() as u64;
+                self.counters.flushes += 1;
+            }
+        }
+        self.code_generation = generation;
+    }
+
+    /// The block for `key`, translated now if needed and hot enough.
+    fn block(
+        &mut self,
+        cpu: &mut Interpreter,
+        key: BlockKey,
+        page: CodePage,
+        context: CpuContext,
+    ) -> Result<usize, Stop> {
+        match self.cache.get(&key) {
+            Some(Block::Code(entry)) => {
+                self.counters.cache_hits += 1;
+                return Ok(entry);
+            }
+            Some(Block::Interpret(mnemonic)) => {
+                self.count_fallback(mnemonic);
+                return Err(Stop::Interpret);
+            }
+            None => {}
+        }
+        if !self.cache.heat_up(key, self.threshold) {
+            return Err(Stop::Cold);
+        }
+        // Stores to the frame must take the slow path before its bytes are read (they then
+        // invalidate what is translated from them); the dispatcher flushes the TLB's direct
+        // stores to it before the block runs.
+        cpu.protect_code(umbra_mmu::addr::Gfn(key.gpa >> 12));
+        let offset = (key.gpa & 0xfff) as usize;
+        // SAFETY: `host_page` is the host address of the guest frame holding the code, RAM
+        // that stays mapped while the vCPU runs (the MMU pins its slot); the slice stays in
+        // that page. Another vCPU's store racing with this read makes the block stale, which
+        // the protection just set catches.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(page.host_page.add(offset), 0x1000 - offset) };
+        let start = BlockStart {
+            rip: key.rip,
+            read_bit: context.read_bit,
+            write_bit: context.write_bit,
+        };
+        for attempt in 0..2 {
+            match translate(bytes, start, self.cache.next_address(), self.runtime) {
+                Translation::Untranslated(mnemonic) => {
+                    self.cache.insert_interpreted(key, mnemonic);
+                    self.count_fallback(mnemonic);
+                    return Err(Stop::Interpret);
+                }
+                Translation::Block(block) => {
+                    if let Some(entry) =
+                        self.cache.insert_code(key, &block.code, &block.interpreted)
+                    {
+                        self.counters.blocks_translated += 1;
+                        self.counters.host_bytes += block.code.len() as u64;
+                        self.counters.guest_instructions += u64::from(block.instructions);
+                        return Ok(entry);
+                    }
+                    // The buffer is full: start over, once.
+                    if attempt == 0 {
+                        self.counters.invalidations += self.cache.flush() as u64;
+                        self.counters.flushes += 1;
+                    }
+                }
+            }
+        }
+        Err(Stop::Interpret)
+    }
+
+    /// Counts an instruction left to the interpreter.
+    fn count_fallback(&mut self, mnemonic: Option<iced_x86::Mnemonic>) {
+        let Some(mnemonic) = mnemonic else {
+            self.counters.fallbacks_other += 1;
+            return;
+        };
+        *self.counters.fallbacks.entry(mnemonic).or_insert(0) += 1;
+        self.fallback_names.entry(mnemonic).or_insert_with(|| {
+            // One name per mnemonic, made once: a bounded set.
+            Box::leak(
+                format!("jit_fallback_{mnemonic:?}")
+                    .to_lowercase()
+                    .into_boxed_str(),
+            )
+        });
+    }
+
+    /// Runs blocks from the vCPU's RIP while they chain and jump to each other.
+    fn run_blocks(&mut self, cpu: &mut Interpreter, context: CpuContext, left: &mut i64) -> Stop {
+        let Some(tlb) = cpu.inline_tlb() else {
+            return Stop::Interpret;
+        };
+        let regs = cpu.registers();
+        let ctx = &mut *self.context;
+        ctx.gpr = regs.gpr;
+        ctx.rip = regs.rip;
+        ctx.rflags = regs.rflags;
+        ctx.fs_base = context.fs_base;
+        ctx.gs_base = context.gs_base;
+        ctx.budget = *left;
+        ctx.accesses = 0;
+        ctx.slow_accesses = 0;
+        ctx.tlb_entries = tlb.entries as u64;
+        ctx.tlb_root = u64::from(tlb.root);
+        ctx.tlb_spread = tlb.spread;
+        let mut patch: Option<(usize, u64)> = None;
+        let stop = loop {
+            cpu.begin_block();
+            self.catch_up(cpu);
+            let rip = self.context.rip;
+            let Some(page) = cpu.code_page(rip) else {
+                break Stop::Interpret;
+            };
+            let key = BlockKey {
+                rip,
+                gpa: page.gpa,
+                read_bit: context.read_bit,
+            };
+            let entry = match self.block(cpu, key, page, context) {
+                Ok(entry) => entry,
+                Err(stop) => {
+                    if matches!(stop, Stop::Interpret)
+                        && let Some(mnemonic) = self.cache.exit_at(rip)
+                    {
+                        self.count_fallback(Some(mnemonic));
+                    }
+                    break stop;
+                }
+            };
+            if let Some((site, epoch)) = patch.take()
+                && epoch == self.cache.epoch()
+            {
+                self.cache.patch(site, entry);
+                self.counters.chain_patches += 1;
+            }
+            // Translating protected a frame: the TLB must drop direct stores to it first.
+            cpu.begin_block();
+            self.context.cpu = cpu as *mut Interpreter as u64;
+            // SAFETY: `entry` is a block of this cache, assembled for its address, and the
+            // context is this JIT's, with the TLB view of this vCPU's current root; while
+            // generated code runs, nothing else uses `cpu`, which the slow-path helper
+            // reaches through the context.
+            let code = unsafe { (self.enter)(&mut *self.context, entry) };
+            self.counters.blocks_run += 1;
+            match Exit::from_code(code) {
+                Exit::Jump => {}
+                Exit::Chain => patch = Some((self.context.patch_site as usize, self.cache.epoch())),
+                Exit::Interpret => {
+                    if let Some(mnemonic) = self.cache.exit_at(self.context.rip) {
+                        self.count_fallback(Some(mnemonic));
+                    } else {
+                        self.counters.slow_exits += 1;
+                    }
+                    break Stop::Interpret;
+                }
+                Exit::Budget => break Stop::Budget,
+            }
+        };
+        let ctx = &*self.context;
+        let retired = (*left - ctx.budget) as u64;
+        *left = ctx.budget;
+        cpu.set_registers(&Registers {
+            gpr: ctx.gpr,
+            rip: ctx.rip,
+            rflags: ctx.rflags,
+        });
+        self.counters.slow_accesses += ctx.slow_accesses;
+        cpu.retire_translated(retired, ctx.accesses.saturating_sub(ctx.slow_accesses));
+        self.counters.instructions += retired;
+        stop
+    }
+}
+
+impl BlockEngine for Jit {
+    fn run(&mut self, cpu: &mut Interpreter, budget: u32) -> StepEvent {
+        let mut left = i64::from(budget);
+        while left > 0 {
+            let stop = match cpu.block_context() {
+                Some(context) => self.run_blocks(cpu, context, &mut left),
+                None => Stop::Interpret,
+            };
+            let event = match stop {
+                // What is left is less than the next block: the slice is over.
+                Stop::Budget => return StepEvent::None,
+                Stop::Interpret => self.interpret(cpu, &mut left),
+                Stop::Cold => self.interpret_cold(cpu, &mut left),
+            };
+            if let Some(event) = event {
+                return event;
+            }
+        }
+        StepEvent::None
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut list = self.counters.list();
+        list.push(("jit_code_bytes", self.cache.code_bytes() as u64));
+        let mut fallbacks: Vec<_> = self
+            .counters
+            .fallbacks
+            .iter()
+            .filter_map(|(m, &n)| Some((*self.fallback_names.get(m)?, n)))
+            .collect();
+        fallbacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        list.extend(fallbacks);
+        list
+    }
+}
+
+/// The slow path of the inline TLB lookup, called by generated code: the host address for an
+/// access of `how & 0xff` bytes at `linear` (a write if `how & 0x100`), or 0 when the
+/// interpreter must make it.
+extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) -> u64 {
+    // SAFETY: generated code passes the context it runs in, which the dispatcher owns and
+    // does not touch while a block runs.
+    let ctx = unsafe { &mut *ctx };
+    ctx.slow_accesses += 1;
+    // SAFETY: the dispatcher stored the vCPU it runs before entering generated code, and
+    // holds no reference into it while the block runs.
+    let cpu = unsafe { &mut *(ctx.cpu as *mut Interpreter) };
+    let size = (how & 0xff) as usize;
+    let write = how & 0x100 != 0;
+    // A panic must not unwind through generated code: the interpreter then runs the
+    // instruction, and meets the same trouble where it can be reported.
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        cpu.translate_direct(linear, size, write)
+    }))
+    .ok()
+    .flatten()
+    .map_or(0, |host| host as u64)
+}
+
+/// Assembles the way into generated code and the way out at the start of `buffer`: their
+/// addresses, and the bytes they take.
+fn entry_and_exit(buffer: &mut CodeBuffer) -> (usize, usize, usize) {
+    let base = buffer.next_address();
+    let mut ops = VecAssembler::<X64Relocation>::new(base);
+    let exit = ops.new_dynamic_label();
+    // In: save the callee-saved registers blocks use, align the stack for calls (six pushes
+    // and the return address leave it 8 off), take the context into RBX, jump to the block.
+    // Out: the exit code is in EAX already.
+    dynasm!(ops
+        ; .arch x64
+        ; push rbx
+        ; push rbp
+        ; push r12
+        ; push r13
+        ; push r14
+        ; push r15
+        ; sub rsp, 8
+        ; mov rbx, rdi
+        ; jmp rsi
+        ; =>exit
+        ; add rsp, 8
+        ; pop r15
+        ; pop r14
+        ; pop r13
+        ; pop r12
+        ; pop rbp
+        ; pop rbx
+        ; ret
+    );
+    let exit_offset = ops.labels().resolve_dynamic(exit).expect("defined above").0;
+    let code = ops.finalize().expect("the entry and exit assemble");
+    let enter = buffer
+        .append(&code)
+        .expect("the code buffer holds the entry and exit");
+    (enter, enter + exit_offset, code.len())
+}

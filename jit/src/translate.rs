@@ -1,0 +1,866 @@
+//! Block translation: a run of guest instructions on one page, to host code.
+//!
+//! Guest and host share an instruction set, so most integer instructions are *re-encoded*:
+//! the host runs the guest's own instruction, with its registers renamed to host registers
+//! loaded from the context, and its memory operand replaced by `[rsi]` once RSI holds the host
+//! address of the guest operand (see [`crate::emitter`]). The host's flags are then the guest's,
+//! exactly, undefined flags included (the interpreter also runs these instructions on the
+//! host). Stack and control-flow instructions are written out by hand. Anything else ends the
+//! block with an exit to the interpreter, which runs that one instruction.
+//!
+//! A block ends at a control transfer, at an instruction it does not translate, at the end of
+//! its page, or after [`MAX_BLOCK_INSTRUCTIONS`].
+
+use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
+use iced_x86::{
+    Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, Instruction,
+    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+};
+use umbra_cpu::interp::cpuid;
+
+use crate::context::{Exit, offset};
+use crate::emitter::{Emitter, ExitPoint, Runtime, reg};
+
+/// The most instructions one block holds.
+pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
+
+/// Where a block starts and what it may assume.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockStart {
+    /// The guest RIP of its first instruction.
+    pub rip: u64,
+    /// The TLB bit of a data read in the block's privilege context.
+    pub read_bit: u16,
+    /// The TLB bit of a data write.
+    pub write_bit: u16,
+}
+
+/// A translated block.
+pub(crate) struct BlockCode {
+    /// Host code, assembled for the address it was asked for.
+    pub code: Vec<u8>,
+    /// Guest instructions in the block.
+    pub instructions: u32,
+    /// The instructions it leaves to the interpreter: RIP and mnemonic.
+    pub interpreted: Vec<(u64, Mnemonic)>,
+}
+
+/// What translating gave.
+pub(crate) enum Translation {
+    /// A block.
+    Block(BlockCode),
+    /// The first instruction is not translated (the interpreter runs it): what it is, or
+    /// `None` when it crosses the end of the page or does not decode.
+    Untranslated(Option<Mnemonic>),
+}
+
+/// How one guest instruction becomes host code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lowering {
+    /// Re-encoded and run by the host.
+    Native,
+    /// LEA: the address computation, without an access.
+    Lea,
+    /// No architectural effect beyond RIP.
+    Nop,
+    /// PUSH r64 or imm.
+    Push,
+    /// POP r64.
+    Pop,
+    /// JMP rel.
+    Jump,
+    /// Jcc rel.
+    Branch,
+    /// CALL rel.
+    Call,
+    /// RET, RET imm16.
+    Return,
+    /// JMP r/m64.
+    JumpIndirect,
+    /// CALL r/m64.
+    CallIndirect,
+    /// Left to the interpreter.
+    Interpret,
+}
+
+/// Translates the block starting at `start`, whose bytes run to the end of its page in
+/// `bytes`, for host address `base`.
+pub(crate) fn translate(
+    bytes: &[u8],
+    start: BlockStart,
+    base: usize,
+    runtime: Runtime,
+) -> Translation {
+    let instructions = decode_block(bytes, start.rip);
+    let Some(first) = instructions.first() else {
+        let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
+        let instruction = decoder.decode();
+        let mnemonic = (decoder.last_error() == DecoderError::None).then(|| instruction.mnemonic());
+        return Translation::Untranslated(mnemonic);
+    };
+    if lowering(first) == Lowering::Interpret {
+        return Translation::Untranslated(Some(first.mnemonic()));
+    }
+    let mut block = BlockTranslator {
+        emitter: Emitter::new(base, runtime),
+        info: InstructionInfoFactory::new(),
+        start,
+        length: instructions
+            .iter()
+            .position(|i| lowering(i) == Lowering::Interpret)
+            .unwrap_or(instructions.len()) as u32,
+        index: 0,
+        accesses: 0,
+        interpreted: Vec::new(),
+    };
+    block.prologue();
+    let mut ended = false;
+    for instruction in &instructions {
+        if block.instruction(instruction) {
+            ended = true;
+            break;
+        }
+        block.index += 1;
+    }
+    if !ended {
+        // Out of instructions or page: on to the next one.
+        let next = instructions.last().map_or(start.rip, |i| i.next_ip());
+        block.emitter.spill_flags();
+        block.jump_to(next);
+    }
+    block.emitter.finish_slow_paths();
+    match block.emitter.ops.finalize() {
+        Ok(code) => Translation::Block(BlockCode {
+            code,
+            instructions: block.length,
+            interpreted: block.interpreted,
+        }),
+        Err(_) => Translation::Untranslated(Some(first.mnemonic())),
+    }
+}
+
+/// The block's instructions: up to the first control transfer (included) or the first one
+/// the interpreter must run (included, as the block's exit), within the page.
+fn decode_block(bytes: &[u8], rip: u64) -> Vec<Instruction> {
+    let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
+    let mut instructions = Vec::new();
+    while instructions.len() < MAX_BLOCK_INSTRUCTIONS && decoder.can_decode() {
+        let instruction = decoder.decode();
+        if decoder.last_error() != DecoderError::None {
+            break;
+        }
+        instructions.push(instruction);
+        let ends = lowering(&instruction) == Lowering::Interpret
+            || instruction.flow_control() != FlowControl::Next;
+        if ends {
+            break;
+        }
+    }
+    instructions
+}
+
+/// How `i` is translated.
+fn lowering(i: &Instruction) -> Lowering {
+    use Code::*;
+    let direct = i.op0_kind() == OpKind::NearBranch64 && is_canonical(i.near_branch_target());
+    match i.code() {
+        Nopd | Nopq | Nopw | Nop_rm16 | Nop_rm32 | Nop_rm64 | Endbr64 | Pause => Lowering::Nop,
+        Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
+        Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
+        Pop_r64 => Lowering::Pop,
+        Jmp_rel8_64 | Jmp_rel32_64 if direct => Lowering::Jump,
+        Call_rel32_64 if direct => Lowering::Call,
+        Retnq | Retnq_imm16 => Lowering::Return,
+        Jmp_rm64 if i.op0_kind() == OpKind::Register || is_plain_memory(i) => {
+            Lowering::JumpIndirect
+        }
+        Call_rm64 if i.op0_kind() == OpKind::Register || is_plain_memory(i) => {
+            Lowering::CallIndirect
+        }
+        _ if i.is_jcc_short_or_near() && direct => Lowering::Branch,
+        _ if runs_natively(i) => Lowering::Native,
+        _ => Lowering::Interpret,
+    }
+}
+
+/// Whether `address` is canonical in every paging mode (48-bit).
+fn is_canonical(address: u64) -> bool {
+    ((address << 16) as i64 >> 16) as u64 == address
+}
+
+/// Whether `kind` is an immediate.
+fn is_immediate(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+/// Whether `i`'s memory operand is one the translator computes: general base and index
+/// registers (or RIP), no vector index.
+fn is_plain_memory(i: &Instruction) -> bool {
+    let base = i.memory_base();
+    let index = i.memory_index();
+    (base == Register::None || base == Register::RIP || base.is_gpr())
+        && (index == Register::None || index.is_gpr())
+}
+
+/// The instructions the host may run for the guest: integer instructions whose only effects
+/// are on general registers, the arithmetic flags and one memory operand, that cannot fault
+/// on their own (no division), whose features the guest's CPUID has.
+fn runs_natively(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let family = matches!(
+        i.mnemonic(),
+        Add | Or
+            | Adc
+            | Sbb
+            | And
+            | Sub
+            | Xor
+            | Cmp
+            | Test
+            | Inc
+            | Dec
+            | Neg
+            | Not
+            | Mov
+            | Movzx
+            | Movsx
+            | Movsxd
+            | Shl
+            | Sal
+            | Shr
+            | Sar
+            | Rol
+            | Ror
+            | Rcl
+            | Rcr
+            | Shld
+            | Shrd
+            | Imul
+            | Mul
+            | Xchg
+            | Bswap
+            | Bt
+            | Bts
+            | Btr
+            | Btc
+            | Bsf
+            | Bsr
+            | Tzcnt
+            | Lzcnt
+            | Popcnt
+            | Seto
+            | Setno
+            | Setb
+            | Setae
+            | Sete
+            | Setne
+            | Setbe
+            | Seta
+            | Sets
+            | Setns
+            | Setp
+            | Setnp
+            | Setl
+            | Setge
+            | Setle
+            | Setg
+            | Cmovo
+            | Cmovno
+            | Cmovb
+            | Cmovae
+            | Cmove
+            | Cmovne
+            | Cmovbe
+            | Cmova
+            | Cmovs
+            | Cmovns
+            | Cmovp
+            | Cmovnp
+            | Cmovl
+            | Cmovge
+            | Cmovle
+            | Cmovg
+            | Cbw
+            | Cwde
+            | Cdqe
+            | Cwd
+            | Cdq
+            | Cqo
+            | Clc
+            | Stc
+            | Cmc
+            | Xadd
+            | Cmpxchg
+            | Andn
+            | Bextr
+            | Blsi
+            | Blsmsk
+            | Blsr
+            | Bzhi
+            | Pdep
+            | Pext
+            | Rorx
+            | Sarx
+            | Shlx
+            | Shrx
+            | Mulx
+            | Adcx
+            | Adox
+            | Movbe
+            | Lahf
+            | Sahf
+    );
+    if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
+        return false;
+    }
+    // iced's flag bits: OF, SF, ZF, AF, CF, PF are the low six.
+    let arithmetic = 0x3f;
+    if (i.rflags_read() | i.rflags_modified()) & !arithmetic != 0 {
+        return false;
+    }
+    let mut memory = false;
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::Register if i.op_register(n).is_gpr() => {}
+            OpKind::Memory => memory = true,
+            kind if is_immediate(kind) => {}
+            _ => return false,
+        }
+    }
+    if memory {
+        // A bit offset in a register may address memory beyond the operand.
+        let bit_string =
+            matches!(i.mnemonic(), Bt | Bts | Btr | Btc) && i.op1_kind() == OpKind::Register;
+        if bit_string || !is_plain_memory(i) || i.memory_size().size() > 8 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `i` needs the guest's flags in the host's before it runs: it reads some, or
+/// writes only some (the others must survive), or may write none (a shift or rotate by 0).
+fn needs_flags(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let modified = i.rflags_modified();
+    i.rflags_read() != 0
+        || (modified != 0 && modified != 0x3f)
+        || matches!(
+            i.mnemonic(),
+            Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd
+        )
+}
+
+/// The number (0 = RAX .. 15 = R15) of general register `r`.
+fn gpr_number(r: Register) -> u8 {
+    r.full_register().number() as u8
+}
+
+/// The general register numbered `number` with the size and (for a byte) high-ness of `like`.
+fn same_kind(like: Register, number: u8) -> Option<Register> {
+    let base = if like.is_gpr64() {
+        Register::RAX
+    } else if like.is_gpr32() {
+        Register::EAX
+    } else if like.is_gpr16() {
+        Register::AX
+    } else if matches!(
+        like,
+        Register::AH | Register::CH | Register::DH | Register::BH
+    ) {
+        return (number < 4).then(|| register_at(Register::AH, number));
+    } else if number < 4 {
+        Register::AL
+    } else if number < 8 {
+        return Some(register_at(Register::SPL, number - 4));
+    } else {
+        return Some(register_at(Register::R8L, number - 8));
+    };
+    Some(register_at(base, number))
+}
+
+/// The register `n` places after `base` in iced's numbering.
+fn register_at(base: Register, n: u8) -> Register {
+    Register::try_from(base as usize + usize::from(n)).expect("a general register")
+}
+
+/// The translator's state while it walks a block.
+struct BlockTranslator {
+    emitter: Emitter,
+    info: InstructionInfoFactory,
+    start: BlockStart,
+    /// Instructions the block runs (the untranslated one it may end on excluded).
+    length: u32,
+    /// The instruction being translated, from 0.
+    index: u32,
+    /// Inline memory accesses before it.
+    accesses: u32,
+    /// The instructions the block leaves to the interpreter.
+    interpreted: Vec<(u64, Mnemonic)>,
+}
+
+impl BlockTranslator {
+    /// The block's way in: takes its length from the budget, or leaves at once when the
+    /// budget cannot cover it.
+    fn prologue(&mut self) {
+        let out = self.emitter.ops.new_dynamic_label();
+        let body = self.emitter.ops.new_dynamic_label();
+        let length = self.length as i32;
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; sub QWORD [rbx + offset::BUDGET], length
+            ; jge =>body
+            ; =>out
+        );
+        self.emitter.exit(
+            Exit::Budget,
+            ExitPoint {
+                rip: self.start.rip,
+                unrun: self.length,
+                accesses: 0,
+            },
+        );
+        dynasm!(self.emitter.ops ; .arch x64 ; =>body);
+    }
+
+    /// The exit point before the current instruction, at `rip`.
+    fn before(&self, rip: u64) -> ExitPoint {
+        ExitPoint {
+            rip,
+            unrun: self.length - self.index,
+            accesses: self.accesses,
+        }
+    }
+
+    /// The exit point after the current instruction, going to `rip`.
+    fn after(&self, rip: u64) -> ExitPoint {
+        ExitPoint {
+            rip,
+            unrun: self.length - self.index - 1,
+            accesses: self.accesses,
+        }
+    }
+
+    /// Leaves for `target` after the current instruction: chained if it is on this page.
+    fn jump_to(&mut self, target: u64) {
+        let at = ExitPoint {
+            rip: target,
+            unrun: self.length.saturating_sub(self.index + 1),
+            accesses: self.accesses,
+        };
+        if target >> 12 == self.start.rip >> 12 {
+            self.emitter.exit_chained(at);
+        } else {
+            self.emitter.exit(Exit::Jump, at);
+        }
+    }
+
+    /// Translates one instruction; `true` when it ended the block.
+    fn instruction(&mut self, i: &Instruction) -> bool {
+        match lowering(i) {
+            Lowering::Native => {
+                if !self.native(i) {
+                    self.leave_to_interpreter(i);
+                    return true;
+                }
+            }
+            Lowering::Lea => self.lea(i),
+            Lowering::Nop => {}
+            Lowering::Push => self.push(i),
+            Lowering::Pop => self.pop(i),
+            Lowering::Jump => {
+                self.emitter.spill_flags();
+                self.jump_to(i.near_branch_target());
+                return true;
+            }
+            Lowering::Branch => {
+                self.branch(i);
+                return true;
+            }
+            Lowering::Call => {
+                self.push_value(i, i.next_ip());
+                self.jump_to(i.near_branch_target());
+                return true;
+            }
+            Lowering::Return => {
+                self.ret(i);
+                return true;
+            }
+            Lowering::JumpIndirect => {
+                self.target_into_r12(i);
+                self.leave_for_r12();
+                return true;
+            }
+            Lowering::CallIndirect => {
+                self.target_into_r12(i);
+                self.push_value(i, i.next_ip());
+                self.leave_for_r12();
+                return true;
+            }
+            Lowering::Interpret => {
+                self.leave_to_interpreter(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Leaves the block for the interpreter to run `i`.
+    fn leave_to_interpreter(&mut self, i: &Instruction) {
+        self.emitter.spill_flags();
+        self.emitter.exit(Exit::Interpret, self.before(i.ip()));
+        self.interpreted.push((i.ip(), i.mnemonic()));
+    }
+
+    /// Leaves the block for the address in R12 (an indirect jump's target).
+    fn leave_for_r12(&mut self) {
+        dynasm!(self.emitter.ops ; .arch x64 ; mov QWORD [rbx + offset::RIP], r12);
+        let at = ExitPoint {
+            rip: 0,
+            unrun: self.length - self.index - 1,
+            accesses: self.accesses,
+        };
+        self.emitter.exit_stored_rip(Exit::Jump, at);
+    }
+
+    /// RSI <- the linear address of `i`'s memory operand (without a segment base for LEA).
+    /// Flag-free: only MOV and LEA; clobbers RAX.
+    fn address_into_rsi(&mut self, i: &Instruction, with_segment: bool) {
+        let base = i.memory_base();
+        let index = i.memory_index();
+        // iced gives RIP- and EIP-relative operands' absolute address here, and the others'
+        // displacement extended as their address size does.
+        let disp = i.memory_displacement64();
+        if matches!(base, Register::RIP | Register::EIP)
+            || (base == Register::None && index == Register::None)
+        {
+            self.emitter.load_imm(reg::RSI, disp);
+        } else {
+            let ops = &mut self.emitter.ops;
+            let disp = disp as i64 as i32;
+            if base != Register::None {
+                let b = gpr_number(base);
+                dynasm!(ops ; .arch x64 ; mov rsi, QWORD [rbx + offset::gpr(b)]);
+            } else {
+                dynasm!(ops ; .arch x64 ; mov esi, 0);
+            }
+            if index != Register::None {
+                let x = gpr_number(index);
+                dynasm!(ops ; .arch x64 ; mov rax, QWORD [rbx + offset::gpr(x)]);
+                match (i.memory_index_scale(), is_addr32(i)) {
+                    (1, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax + disp]),
+                    (2, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 2 + disp]),
+                    (4, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 4 + disp]),
+                    (_, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 8 + disp]),
+                    (1, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax + disp]),
+                    (2, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 2 + disp]),
+                    (4, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 4 + disp]),
+                    (_, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 8 + disp]),
+                }
+            } else if is_addr32(i) {
+                dynasm!(ops ; .arch x64 ; lea esi, [rsi + disp]);
+            } else if disp != 0 {
+                dynasm!(ops ; .arch x64 ; lea rsi, [rsi + disp]);
+            }
+        }
+        if with_segment {
+            let segment_base = match i.memory_segment() {
+                Register::FS => Some(offset::FS_BASE),
+                Register::GS => Some(offset::GS_BASE),
+                _ => None,
+            };
+            if let Some(at) = segment_base {
+                dynasm!(self.emitter.ops
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + at]
+                    ; lea rsi, [rsi + rax]
+                );
+            }
+        }
+    }
+
+    /// RSI <- the host address of `i`'s memory operand for a read or a `write` of `size`
+    /// bytes, or an exit to the interpreter before `i`.
+    fn access_into_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
+        self.emitter.spill_flags();
+        self.address_into_rsi(i, true);
+        self.translate_rsi(i, size, write);
+    }
+
+    /// The inline lookup for the address in RSI, leaving before `i` on failure.
+    fn translate_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
+        let bit = if write {
+            self.start.write_bit
+        } else {
+            self.start.read_bit
+        };
+        let exit = self.before(i.ip());
+        self.emitter.translate_rsi(size, write, bit, exit);
+        self.accesses += 1;
+    }
+
+    /// Re-encodes `i` for the host (see the module's documentation); `false` if it cannot be
+    /// (a register the renaming cannot place), with nothing emitted.
+    fn native(&mut self, i: &Instruction) -> bool {
+        let Some(plan) = self.rename(i) else {
+            return false;
+        };
+        if let Some((size, write)) = plan.memory {
+            self.access_into_rsi(i, size, write);
+        }
+        if needs_flags(i) {
+            self.emitter.load_flags();
+        }
+        for &(host, guest, _) in &plan.registers {
+            self.emitter.load_gpr(host, guest);
+        }
+        self.emitter.ops.extend(plan.code);
+        for &(host, guest, written) in &plan.registers {
+            if written {
+                self.emitter.store_gpr(guest, host);
+            }
+        }
+        if i.rflags_modified() != 0 {
+            self.emitter.flags_written();
+        }
+        true
+    }
+
+    /// How `i` runs on the host: its registers renamed away from RBX, RSP and RSI, its memory
+    /// operand made `[rsi]`, encoded.
+    fn rename(&mut self, i: &Instruction) -> Option<NativePlan> {
+        let reserved = |n: u8| matches!(n, reg::RBX | reg::RSP | reg::RSI);
+        let mut used = 0u16;
+        for r in self.info.info(i).used_registers() {
+            if r.register().is_gpr() {
+                used |= 1 << gpr_number(r.register());
+            }
+        }
+        let mut host_of = [0u8; 16];
+        for (n, slot) in host_of.iter_mut().enumerate() {
+            *slot = n as u8;
+        }
+        let mut taken = used;
+        let mut rewritten = *i;
+        for n in 0..i.op_count() {
+            if i.op_kind(n) != OpKind::Register {
+                continue;
+            }
+            let r = i.op_register(n);
+            let guest = gpr_number(r);
+            if reserved(guest) && host_of[usize::from(guest)] == guest {
+                let free = (0..16u8).find(|&h| !reserved(h) && taken & (1 << h) == 0)?;
+                taken |= 1 << free;
+                host_of[usize::from(guest)] = free;
+            }
+            rewritten.set_op_register(n, same_kind(r, host_of[usize::from(guest)])?);
+        }
+        let memory = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+        let mut plan_memory = None;
+        if memory {
+            let write = self
+                .info
+                .info(i)
+                .used_memory()
+                .iter()
+                .any(|m| !matches!(m.access(), OpAccess::Read | OpAccess::CondRead));
+            plan_memory = Some((i.memory_size().size() as u32, write));
+            rewritten.set_memory_base(Register::RSI);
+            rewritten.set_memory_index(Register::None);
+            rewritten.set_memory_index_scale(1);
+            rewritten.set_memory_displacement64(0);
+            rewritten.set_memory_displ_size(0);
+            rewritten.set_segment_prefix(Register::None);
+        }
+        // A host register holds the guest register renamed to it, or its namesake.
+        let guest_of = |host: u8| {
+            (0..16u8)
+                .find(|&g| g != host && host_of[usize::from(g)] == host)
+                .unwrap_or(host)
+        };
+        let mut registers: Vec<(u8, u8, bool)> = Vec::new();
+        for r in self.info.info(&rewritten).used_registers() {
+            let register = r.register();
+            if !register.is_gpr() {
+                continue;
+            }
+            let host = gpr_number(register);
+            if host == reg::RSI && memory {
+                continue;
+            }
+            if reserved(host) {
+                return None;
+            }
+            let written = !matches!(
+                r.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
+            );
+            match registers.iter_mut().find(|(h, _, _)| *h == host) {
+                Some(entry) => entry.2 |= written,
+                None => registers.push((host, guest_of(host), written)),
+            }
+        }
+        let mut encoder = Encoder::new(64);
+        encoder.encode(&rewritten, 0).ok()?;
+        Some(NativePlan {
+            code: encoder.take_buffer(),
+            registers,
+            memory: plan_memory,
+        })
+    }
+
+    /// LEA: the address, truncated to the operand size, into the destination.
+    fn lea(&mut self, i: &Instruction) {
+        self.address_into_rsi(i, false);
+        let dst = gpr_number(i.op0_register());
+        let ops = &mut self.emitter.ops;
+        match i.op0_register().size() {
+            8 => dynasm!(ops ; .arch x64 ; mov QWORD [rbx + offset::gpr(dst)], rsi),
+            4 => dynasm!(ops
+                ; .arch x64
+                ; mov esi, esi
+                ; mov QWORD [rbx + offset::gpr(dst)], rsi
+            ),
+            _ => dynasm!(ops ; .arch x64 ; mov WORD [rbx + offset::gpr(dst)], si),
+        }
+    }
+
+    /// PUSH r64 / imm.
+    fn push(&mut self, i: &Instruction) {
+        match i.op0_kind() {
+            OpKind::Register => {
+                let source = gpr_number(i.op0_register());
+                self.stack_store(i, |e| e.load_gpr(reg::RAX, source));
+            }
+            _ => {
+                let value = i.immediate(0);
+                self.stack_store(i, |e| e.load_imm(reg::RAX, value));
+            }
+        }
+    }
+
+    /// Pushes `value` (a return address) for `i`.
+    fn push_value(&mut self, i: &Instruction, value: u64) {
+        self.stack_store(i, |e| e.load_imm(reg::RAX, value));
+    }
+
+    /// Pushes what `value` puts in RAX: the store first (it may fault), then RSP.
+    fn stack_store(&mut self, i: &Instruction, value: impl FnOnce(&mut Emitter)) {
+        self.emitter.spill_flags();
+        let stack_pointer = offset::gpr(reg::RSP);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov rsi, QWORD [rbx + stack_pointer]
+            ; lea rsi, [rsi - 8]
+        );
+        self.translate_rsi(i, 8, true);
+        value(&mut self.emitter);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov QWORD [rsi], rax
+            ; mov rax, QWORD [rbx + stack_pointer]
+            ; lea rax, [rax - 8]
+            ; mov QWORD [rbx + stack_pointer], rax
+        );
+    }
+
+    /// RAX <- the qword at the top of the stack; RCX <- RSP + 8 + `release`, not yet stored.
+    fn stack_load(&mut self, i: &Instruction, release: i32) {
+        self.emitter.spill_flags();
+        let stack_pointer = offset::gpr(reg::RSP);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov rsi, QWORD [rbx + stack_pointer]);
+        self.translate_rsi(i, 8, false);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov rax, QWORD [rsi]
+            ; mov rcx, QWORD [rbx + stack_pointer]
+            ; lea rcx, [rcx + (8 + release)]
+        );
+    }
+
+    /// POP r64: RSP moves first, so that POP RSP loads the value popped.
+    fn pop(&mut self, i: &Instruction) {
+        self.stack_load(i, 0);
+        let dst = gpr_number(i.op0_register());
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov QWORD [rbx + offset::gpr(reg::RSP)], rcx
+            ; mov QWORD [rbx + offset::gpr(dst)], rax
+        );
+    }
+
+    /// RET: the return address must be canonical before anything changes.
+    fn ret(&mut self, i: &Instruction) {
+        let release = if i.op_count() == 0 {
+            0
+        } else {
+            i32::from(i.immediate16())
+        };
+        self.stack_load(i, release);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov rdx, rcx);
+        self.emitter.require_canonical_rax(self.before(i.ip()));
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov QWORD [rbx + offset::gpr(reg::RSP)], rdx
+            ; mov QWORD [rbx + offset::RIP], rax
+        );
+        let at = self.after(0);
+        self.emitter.exit_stored_rip(Exit::Jump, at);
+    }
+
+    /// R12 <- the target of an indirect JMP or CALL, checked canonical.
+    fn target_into_r12(&mut self, i: &Instruction) {
+        self.emitter.spill_flags();
+        if i.op0_kind() == OpKind::Register {
+            self.emitter
+                .load_gpr(reg::RAX, gpr_number(i.op0_register()));
+        } else {
+            self.access_into_rsi(i, 8, false);
+            dynasm!(self.emitter.ops ; .arch x64 ; mov rax, QWORD [rsi]);
+        }
+        self.emitter.require_canonical_rax(self.before(i.ip()));
+        dynasm!(self.emitter.ops ; .arch x64 ; mov r12, rax);
+    }
+
+    /// Jcc: both ways leave the block.
+    fn branch(&mut self, i: &Instruction) {
+        let cc = condition_number(i.condition_code());
+        let taken = self.emitter.ops.new_dynamic_label();
+        let stale = self.emitter.branch_on_flags(cc, taken);
+        self.jump_to(i.next_ip());
+        self.emitter.take_branch(taken, stale);
+        self.jump_to(i.near_branch_target());
+    }
+}
+
+/// Whether `i` computes addresses in 32 bits.
+fn is_addr32(i: &Instruction) -> bool {
+    let base = i.memory_base();
+    let index = i.memory_index();
+    base.is_gpr32() || index.is_gpr32() || base == Register::EIP
+}
+
+/// A condition's number in Jcc's opcode.
+fn condition_number(cc: ConditionCode) -> u8 {
+    cc as u8 - ConditionCode::o as u8
+}
+
+/// How a natively run instruction is set up.
+struct NativePlan {
+    /// The host instruction.
+    code: Vec<u8>,
+    /// Host register, guest register, and whether the instruction writes it.
+    registers: Vec<(u8, u8, bool)>,
+    /// The memory operand's size, and whether it is written.
+    memory: Option<(u32, bool)>,
+}
