@@ -130,11 +130,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub stats: bool,
 
+    /// Show a live terminal UI beside the guest: its serial console, the vCPU, the MMU's
+    /// roles, roots, shadow pages and TLB, rates over time, the memslots; pause, step, walk an
+    /// address, browse the page tables (`?` lists the keys, `q` quits). With -S the guest
+    /// waits, paused, for `p`.
+    #[arg(long, conflicts_with_all = ["gdb", "gdb_default"])]
+    pub tui: bool,
+
     /// Listen for gdb on tcp::1234 (loopback), as QEMU's -s.
     #[arg(short = 's', conflicts_with = "gdb")]
     pub gdb_default: bool,
 
-    /// Do not start the guest until gdb lets it run, as QEMU's -S.
+    /// Do not start the guest until gdb (or the TUI's user) lets it run, as QEMU's -S.
     #[arg(short = 'S')]
     pub wait_for_gdb: bool,
 
@@ -290,6 +297,9 @@ mod tests {
         assert!(!args.wait_for_gdb);
         assert!(Cli::try_parse_from(["umbra", "run", "-s", "--gdb", "tcp::1"]).is_err());
         assert!(Cli::try_parse_from(["umbra", "run", "--gdb", "udp::1"]).is_err());
+        assert!(Cli::try_parse_from(["umbra", "run", "--tui", "-s"]).is_err());
+        assert!(parse(&["--tui"]).tui);
+        assert!(parse(&["--tui", "-S"]).wait_for_gdb);
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! - [`machine`]: the machine and its run loop.
 //! - [`platform`]: the PC's devices around the vCPU.
 //! - [`gdb`]: the gdbstub.
+//! - [`inspect`]: the MMU as text, for gdb's monitor commands and the TUI.
+//! - [`tui`]: `umbra run --tui`, the terminal UI beside the running guest.
 //! - [`report`]: the summary line and the exit status.
 #![deny(missing_docs)]
 
 pub mod accel;
 pub mod cli;
 pub mod gdb;
+pub mod inspect;
 pub mod loader;
 pub mod machine;
 pub mod memory_map;
@@ -22,3 +25,4 @@ pub mod memory_size;
 pub mod platform;
 pub mod report;
 pub mod rom;
+pub mod tui;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use umbra_cpu::backend::{BackendError, Hypervisor, Vcpu, VcpuExit, Vm};
 use umbra_cpu::state::CpuMode;
 use umbra_devices::run_control::{RunControl, StopReason};
+use umbra_devices::uart::Uart;
 use umbra_mmu::memslot::{MemslotError, Memslots};
 
 use crate::gdb::control::{DebugControl, Stop};
@@ -116,6 +117,17 @@ pub struct RunOutcome {
     pub wall: Duration,
 }
 
+/// Something that looks at the vCPU between runs, on the vCPU's own thread: the TUI's
+/// snapshot publisher. The machine loop asks it after every run whether it wants a look, so
+/// [`VcpuObserver::wants_look`] must be cheap (one relaxed load).
+pub trait VcpuObserver: Send + Sync {
+    /// Whether it wants to look at the vCPU now.
+    fn wants_look(&self) -> bool;
+
+    /// Looks at the vCPU: between two runs, and once more when the run has ended.
+    fn look(&self, vcpu: &dyn Vcpu);
+}
+
 /// A PC with one vCPU, RAM, a firmware ROM, a UART and the debug-exit port.
 pub struct Machine {
     memory: MemorySize,
@@ -129,6 +141,8 @@ pub struct Machine {
     takes_interrupts: bool,
     /// A debugger's hold on the vCPU, once one may attach.
     debugger: Option<Arc<DebugControl>>,
+    /// What looks at the vCPU between runs.
+    observer: Option<Arc<dyn VcpuObserver>>,
 }
 
 impl Machine {
@@ -150,6 +164,7 @@ impl Machine {
             platform,
             takes_interrupts,
             debugger: None,
+            observer: None,
         })
     }
 
@@ -168,6 +183,16 @@ impl Machine {
         let control = Arc::new(DebugControl::new(self.vcpu.kick_handle(), start_stopped));
         self.debugger = Some(control.clone());
         control
+    }
+
+    /// Lets `observer` look at the vCPU between runs and at the end of the run.
+    pub fn set_observer(&mut self, observer: Arc<dyn VcpuObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// The serial port, for a host that types into it.
+    pub fn uart(&self) -> Arc<parking_lot::Mutex<Uart>> {
+        self.platform.uart()
     }
 
     /// The guest's memory.
@@ -207,6 +232,11 @@ impl Machine {
             if let Some(debugger) = &self.debugger {
                 debugger.after_run(&exit);
             }
+            if let Some(observer) = &self.observer
+                && observer.wants_look()
+            {
+                observer.look(&*self.vcpu);
+            }
             match exit {
                 // Steps, breakpoints and kicks are the debugger's business, seen above.
                 VcpuExit::Io | VcpuExit::Interrupted | VcpuExit::Debug | VcpuExit::DebugStop(_) => {
@@ -244,6 +274,9 @@ impl Machine {
                 }
             }
         };
+        if let Some(observer) = &self.observer {
+            observer.look(&*self.vcpu);
+        }
         if let Some(debugger) = &self.debugger {
             debugger.finish(&mut *self.vcpu, end.debugger_stop());
         }

@@ -1,7 +1,7 @@
 //! `umbra`: boot a guest on KVM or Umbra's emulator.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -120,10 +120,23 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
                 .map_err(Failure::bad_input)?,
         ),
     };
+    // With the TUI, the console pane shows the serial output (and a file still gets it).
+    let (serial, console) = if args.tui {
+        if !std::io::stdout().is_terminal() {
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--tui needs a terminal on standard output"
+            )));
+        }
+        let copy = matches!(args.serial, SerialTarget::File(_)).then_some(serial);
+        let (writer, console) = umbra::tui::serial_writer(copy);
+        (writer, Some(console))
+    } else {
+        (serial, None)
+    };
     let gdb = args.gdb_address();
-    if args.wait_for_gdb && gdb.is_none() {
+    if args.wait_for_gdb && gdb.is_none() && !args.tui {
         return Err(Failure::bad_input(anyhow::anyhow!(
-            "-S waits for gdb to start the guest: give -s or --gdb too"
+            "-S waits for gdb to start the guest: give -s, --gdb or --tui too"
         )));
     }
     let emu_options = EmuOptions {
@@ -177,7 +190,16 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         };
         eprintln!("umbra: gdb: listening on {address}{waiting}");
     }
-    let outcome = machine.run().map_err(Failure::runtime)?;
+    let outcome = match console {
+        Some(console) => umbra::tui::run(
+            &mut machine,
+            console,
+            choice.hypervisor.name(),
+            args.wait_for_gdb,
+        ),
+        None => machine.run().map_err(anyhow::Error::new),
+    }
+    .map_err(Failure::runtime)?;
     eprintln!("{}", summary_line(choice.hypervisor.name(), &outcome));
     if args.stats {
         print_mmu_stats(choice.hypervisor.name(), machine.vcpu());

@@ -86,6 +86,7 @@ pub struct Platform {
     chip: Arc<PcIrqChip>,
     clock: Arc<dyn Clock>,
     timers: Timers,
+    uart: Arc<Mutex<Uart>>,
 }
 
 impl Platform {
@@ -116,7 +117,7 @@ impl Platform {
         buses.pio.insert(RTC_PORT, RTC_PORT_LEN, rtc.clone())?;
         let uart = Uart::new(serial).with_irq(line(COM1_IRQ));
         let uart = Arc::new(Mutex::new(uart));
-        buses.pio.insert(COM1_PORT, UART_PORT_LEN, uart)?;
+        buses.pio.insert(COM1_PORT, UART_PORT_LEN, uart.clone())?;
         let i8042 = I8042::new(control.clone(), line(KEYBOARD_IRQ), line(MOUSE_IRQ));
         I8042::attach(&Arc::new(Mutex::new(i8042)), &buses.pio)?;
         let fw_cfg = Arc::new(Mutex::new(FwCfg::new(ram_size, 1)));
@@ -135,12 +136,18 @@ impl Platform {
             chip,
             clock,
             timers,
+            uart,
         })
     }
 
     /// What vCPU 0 does its I/O through.
     pub fn buses(&self) -> Arc<DeviceBuses> {
         self.buses.clone()
+    }
+
+    /// COM1, for a host that types into it ([`Uart::push_input`]).
+    pub fn uart(&self) -> Arc<Mutex<Uart>> {
+        self.uart.clone()
     }
 
     /// vCPU 0's INTR pin, for the backend.
