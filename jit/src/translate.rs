@@ -864,3 +864,58 @@ struct NativePlan {
     /// The memory operand's size, and whether it is written.
     memory: Option<(u32, bool)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::Formatter;
+
+    /// The host code for `guest` (64-bit code at 0x10000), one instruction per line.
+    fn listing(guest: &[u8]) -> String {
+        let runtime = Runtime {
+            exit: 0x7000_0000,
+            slow_access: 0x7100_0000,
+        };
+        let start = BlockStart {
+            rip: 0x10000,
+            read_bit: 1 << 3,
+            write_bit: 1 << 4,
+        };
+        let base = 0x6000_0000;
+        let Translation::Block(block) = translate(guest, start, base, runtime) else {
+            return "untranslated".into();
+        };
+        let mut decoder = Decoder::with_ip(64, &block.code, base as u64, DecoderOptions::NONE);
+        let mut formatter = iced_x86::IntelFormatter::new();
+        let mut text = String::new();
+        for i in &mut decoder {
+            let mut line = String::new();
+            formatter.format(&i, &mut line);
+            text += &format!("{:4x}  {line}\n", i.ip() - base as u64);
+        }
+        text
+    }
+
+    #[test]
+    fn a_counting_loop_keeps_its_flags_in_the_host_until_the_branch() {
+        // add rax, rcx; dec rdx; jnz -8 (back to the add): one block, chained to itself.
+        let guest = [0x48, 0x01, 0xc8, 0x48, 0xff, 0xca, 0x75, 0xf8];
+        insta::assert_snapshot!(listing(&guest));
+    }
+
+    #[test]
+    fn loads_and_stores_look_the_tlb_up_inline() {
+        // mov rax, [rdi+8]; add [rsi+rax*4], eax; int3 (left to the interpreter).
+        let guest = [0x48, 0x8b, 0x47, 0x08, 0x01, 0x04, 0x86, 0xcc];
+        insta::assert_snapshot!(listing(&guest));
+    }
+
+    #[test]
+    fn a_call_pushes_its_return_address_and_a_return_leaves_for_the_dispatcher() {
+        // push rbx; call +0 (the next instruction, on this page).
+        let guest = [0x53, 0xe8, 0x00, 0x00, 0x00, 0x00];
+        insta::assert_snapshot!("call", listing(&guest));
+        // pop rbx; ret.
+        insta::assert_snapshot!("ret", listing(&[0x5b, 0xc3]));
+    }
+}

@@ -42,6 +42,26 @@ fn random_sequences_agree_with_kvm() {
     }
 }
 
+#[test]
+fn the_jit_agrees_with_the_interpreter_on_random_sequences() {
+    // No KVM needed: the "KVM" side of the campaign is the emulator, and is not run.
+    let mut campaign = Campaign::new(&EmuHypervisor).expect("test machines");
+    let mut reports = Vec::new();
+    for n in 0..SEQUENCES_PER_MODE {
+        for mode in Mode::ALL {
+            if let Some(report) = campaign.run_jit(mode, SEED + n).expect("a run") {
+                reports.push(report);
+            }
+        }
+    }
+    for report in reports.iter().skip(1).take(4) {
+        eprintln!("{report}");
+    }
+    if let Some(first) = reports.first() {
+        panic!("{} divergences; the first:\n{first}", reports.len());
+    }
+}
+
 /// Serial output shared with the test.
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

@@ -9,14 +9,16 @@ use std::collections::{BTreeMap, HashSet};
 
 use iced_x86::{Code, Instruction};
 use umbra_cpu::backend::Hypervisor;
-use umbra_cpu::backend::emu::EmuHypervisor;
+use umbra_cpu::backend::emu::{EmuHypervisor, EmuOptions};
 
 use super::bisect::{FirstDivergence, PairRun, first_divergence, prefix};
-use super::compare::{Difference, compare, sequence_registers, undefined_flags};
+use super::compare::{
+    Difference, UndefinedFlags, compare, sdm_undefined_flags, sequence_registers, undefined_flags,
+};
 use super::deviations::{Divergent, explanation};
 use super::generator::{Generator, Sequence};
 use super::layout::Mode;
-use super::machine::{End, MachineError, Step, TestMachine};
+use super::machine::{End, MachineError, Snapshot, Step, TestMachine};
 
 /// The most interpreter steps one sequence may take: its instructions and one exception.
 const MAX_STEPS: usize = 200;
@@ -36,24 +38,13 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use iced_x86::Formatter;
         let sequence = &self.sequence;
         writeln!(
             f,
             "divergence in {} mode, seed {}:",
             sequence.mode, sequence.seed
         )?;
-        let mut formatter = iced_x86::IntelFormatter::new();
-        for instruction in sequence.instructions() {
-            let mut text = String::new();
-            formatter.format(&instruction, &mut text);
-            let start = (instruction.ip() - sequence.mode.entry()) as usize;
-            let bytes: String = sequence.code[start..start + instruction.len()]
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
-            writeln!(f, "  {:8x}  {bytes:<30} {text}", instruction.ip())?;
-        }
+        f.write_str(&listing(sequence))?;
         writeln!(f, "at the end:")?;
         for difference in &self.differences {
             writeln!(f, "  {difference}")?;
@@ -112,7 +103,10 @@ impl std::fmt::Display for Stats {
 struct Rig {
     generator: Generator,
     kvm: TestMachine,
+    /// The interpreter, single-stepped.
     emu: TestMachine,
+    /// The emulator with the JIT translating every block at once, run freely.
+    jit: TestMachine,
 }
 
 /// One sequence run on both backends.
@@ -130,12 +124,13 @@ struct Outcome {
 }
 
 impl Rig {
-    /// Runs `sequence` on both backends and compares the results.
-    fn run_pair(&mut self, sequence: &Sequence) -> Result<Outcome, MachineError> {
-        self.kvm.load(sequence)?;
-        let end = self.kvm.run()?;
-        let kvm = self.kvm.snapshot(end)?;
-
+    /// Runs `sequence` on the single-stepped interpreter: the state it leaves, the
+    /// instructions it executed, the flags they leave undefined that KVM and the interpreter
+    /// are known to leave differently, and all those the SDM leaves undefined.
+    fn interpret(
+        &mut self,
+        sequence: &Sequence,
+    ) -> Result<(Snapshot, Vec<Instruction>, UndefinedFlags, UndefinedFlags), MachineError> {
         self.emu.load(sequence)?;
         let instructions = sequence.instructions();
         let mut trace = Vec::new();
@@ -152,20 +147,30 @@ impl Rig {
             }
         }
         let emu = self.emu.snapshot(end)?;
-
-        let mode = sequence.mode;
         // An instruction that faulted (the frame holds its own RIP) changed no flag; one
         // that a single-step trap stopped between two iterations (a REP string instruction,
         // whose frame holds its RIP too) changed them as its completed iterations did.
         let faulted = trace.last().is_some_and(|last| {
             matches!(emu.end, End::Exception(vector) if vector != DEBUG_VECTOR)
-                && sequence_registers(mode, &emu).rip == last.ip()
+                && sequence_registers(sequence.mode, &emu).rip == last.ip()
         });
         let (completed, faulting) = match trace.split_last() {
             Some((last, completed)) if faulted => (completed, Some(last)),
             _ => (&trace[..], None),
         };
         let undefined = undefined_flags(completed, faulting);
+        let sdm_undefined = sdm_undefined_flags(completed, faulting);
+        Ok((emu, trace, undefined, sdm_undefined))
+    }
+
+    /// Runs `sequence` on both backends and compares the results.
+    fn run_pair(&mut self, sequence: &Sequence) -> Result<Outcome, MachineError> {
+        self.kvm.load(sequence)?;
+        let end = self.kvm.run()?;
+        let kvm = self.kvm.snapshot(end)?;
+
+        let (emu, trace, undefined, _) = self.interpret(sequence)?;
+        let mode = sequence.mode;
         if let Some(reader) = undefined.read_by {
             // What the reader and everything after it do may depend on the undefined flag:
             // compare the sequence that ends right before it instead. A flag is only
@@ -214,6 +219,32 @@ impl Rig {
     }
 }
 
+/// `sequence`'s instructions, one per line: address, bytes, disassembly.
+fn listing(sequence: &Sequence) -> String {
+    use iced_x86::Formatter;
+    let mut formatter = iced_x86::IntelFormatter::new();
+    let mut lines = String::new();
+    for instruction in sequence.instructions() {
+        let mut text = String::new();
+        formatter.format(&instruction, &mut text);
+        let start = (instruction.ip() - sequence.mode.entry()) as usize;
+        let bytes: String = sequence.code[start..start + instruction.len()]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        lines += &format!("  {:8x}  {bytes:<30} {text}\n", instruction.ip());
+    }
+    lines
+}
+
+/// The emulator with the JIT translating every block the first time it is reached.
+fn jit_forced() -> EmuOptions {
+    EmuOptions {
+        engine: Some(std::sync::Arc::new(umbra_jit::JitFactory { threshold: 0 })),
+        ..EmuOptions::default()
+    }
+}
+
 /// Runs sequences on KVM and the interpreter and compares them.
 pub struct Campaign {
     rigs: Vec<Rig>,
@@ -233,6 +264,7 @@ impl Campaign {
                     generator: Generator::new(mode),
                     kvm: TestMachine::new(kvm, mode)?,
                     emu,
+                    jit: TestMachine::new(&jit_forced(), mode)?,
                 })
             })
             .collect::<Result<_, MachineError>>()?;
@@ -242,6 +274,64 @@ impl Campaign {
         })
     }
 
+    /// Runs the sequence of `seed` in `mode` on the interpreter alone and with the JIT
+    /// translating every block at once: what differs at the end, if anything.
+    pub fn run_jit(&mut self, mode: Mode, seed: u64) -> Result<Option<String>, MachineError> {
+        let rig = self
+            .rigs
+            .iter_mut()
+            .find(|rig| rig.generator.mode() == mode)
+            .expect("a rig for every mode");
+        let sequence = rig.generator.generate(seed);
+        let Some(differences) = rig.run_interpreter_and_jit(&sequence)? else {
+            return Ok(None);
+        };
+        // The shortest prefix that already differs.
+        let mut first = sequence.starts.len();
+        for k in 0..sequence.starts.len() {
+            if rig
+                .run_interpreter_and_jit(&prefix(&sequence, k))?
+                .is_some()
+            {
+                first = k;
+                break;
+            }
+        }
+        let mut report = format!(
+            "the JIT diverges in {mode} mode, seed {seed}, from instruction {first} on:\n{}at the end:\n",
+            listing(&sequence)
+        );
+        for d in differences {
+            report += &format!("  {}: interpreter {}, jit {}\n", d.what, d.kvm, d.emu);
+        }
+        Ok(Some(report))
+    }
+}
+
+impl Rig {
+    /// Runs `sequence` on the interpreter and on the JIT: what differs at the end, if they
+    /// can be compared and differ.
+    fn run_interpreter_and_jit(
+        &mut self,
+        sequence: &Sequence,
+    ) -> Result<Option<Vec<Difference>>, MachineError> {
+        let rig = self;
+        let mode = sequence.mode;
+        let (interpreter, _, _, undefined) = rig.interpret(sequence)?;
+        if undefined.read_by.is_some() {
+            // Past the reader of an undefined flag, neither run is an oracle for the other
+            // (the interpreter need not leave undefined flags as the host does).
+            return Ok(None);
+        }
+        rig.jit.load(sequence)?;
+        let end = rig.jit.run()?;
+        let jit = rig.jit.snapshot(end)?;
+        let differences = compare(mode, &interpreter, &jit, undefined.flags);
+        Ok((!differences.is_empty()).then_some(differences))
+    }
+}
+
+impl Campaign {
     /// Runs the sequence of `seed` in `mode`; a divergence comes back as a report.
     pub fn run(&mut self, mode: Mode, seed: u64) -> Result<Option<Report>, MachineError> {
         let rig = self

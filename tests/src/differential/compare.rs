@@ -90,6 +90,33 @@ pub fn flags_after_fault(instruction: &Instruction) -> u64 {
 /// `faulted` the one whose fault ended it, if one did (it changed no flag itself, but see
 /// [`flags_after_fault`]).
 pub fn undefined_flags(completed: &[Instruction], faulted: Option<&Instruction>) -> UndefinedFlags {
+    undefined_flags_of(completed, faulted, |instruction| {
+        UNDEFINED_FLAGS
+            .iter()
+            .find(|(mnemonic, _, _)| *mnemonic == instruction.mnemonic())
+            .map_or(0, |(_, flags, _)| *flags)
+    })
+}
+
+/// [`undefined_flags`] with every flag the SDM leaves undefined masked, for comparing two
+/// runs of which neither is the processor (the interpreter and the JIT, which runs
+/// instructions on the host).
+pub fn sdm_undefined_flags(
+    completed: &[Instruction],
+    faulted: Option<&Instruction>,
+) -> UndefinedFlags {
+    undefined_flags_of(completed, faulted, |instruction| {
+        rflags_bits(instruction.rflags_undefined())
+    })
+}
+
+/// The undefined flags of a run, where `masked` gives the flags each instruction leaves
+/// undefined.
+fn undefined_flags_of(
+    completed: &[Instruction],
+    faulted: Option<&Instruction>,
+    masked: impl Fn(&Instruction) -> u64,
+) -> UndefinedFlags {
     let mut flags = 0;
     for instruction in completed {
         if rflags_bits(instruction.rflags_read()) & flags != 0 {
@@ -98,10 +125,7 @@ pub fn undefined_flags(completed: &[Instruction], faulted: Option<&Instruction>)
                 read_by: Some(*instruction),
             };
         }
-        let masked = UNDEFINED_FLAGS
-            .iter()
-            .find(|(mnemonic, _, _)| *mnemonic == instruction.mnemonic())
-            .map_or(0, |(_, flags, _)| *flags);
+        let masked = masked(instruction);
         // A flag the SDM leaves undefined after the instruction is, on the host's processor,
         // often the one it had (BT's OF, for one): it stays masked.
         let written = if may_leave_flags(instruction) {
