@@ -73,7 +73,8 @@ run() {
 }
 
 : >"$work/rows"
-run umbra-emu 0 "$umbra" run --firmware "$rom" --accel emu
+run umbra-jit 0 "$umbra" run --firmware "$rom" --accel emu
+run umbra-interp 0 "$umbra" run --firmware "$rom" --accel emu --jit off
 if [[ -r /dev/kvm && -w /dev/kvm ]]; then
     run umbra-kvm 0 "$umbra" run --firmware "$rom" --accel kvm
 else
@@ -94,25 +95,29 @@ echo
 awk -v mhz="$tsc_mhz" '
     {
         name[NR] = $1; wall[NR] = $2; ticks[NR] = $3; insns[NR] = $4; ok[NR] = $5
-        if ($1 == "umbra-emu") emu = $3
+        if ($1 == "umbra-jit") emu = $3
+        if ($1 == "umbra-interp") interp = $3
         if ($1 == "umbra-kvm") kvm = $3
         if ($1 == "qemu-tcg") tcg = $3
     }
     END {
-        printf "%-10s %9s %15s %10s %10s %9s\n", "backend", "wall s", "guest ticks", "guest s", "MIPS", "checksums"
+        printf "%-12s %9s %15s %10s %10s %9s\n", "backend", "wall s", "guest ticks", "guest s", "MIPS", "checksums"
         for (i = 1; i <= NR; i++) {
             if (ticks[i] == "-" || mhz == 0) {
-                printf "%-10s %9s %15s %10s %10s %9s\n", name[i], wall[i], ticks[i], "-", "-", ok[i]
+                printf "%-12s %9s %15s %10s %10s %9s\n", name[i], wall[i], ticks[i], "-", "-", ok[i]
                 continue
             }
             seconds = ticks[i] / (mhz * 1e6)
-            printf "%-10s %9s %15s %10.4f %10.1f %9s\n", name[i], wall[i], ticks[i], seconds, insns[i] / seconds / 1e6, ok[i]
+            printf "%-12s %9s %15s %10.4f %10.1f %9s\n", name[i], wall[i], ticks[i], seconds, insns[i] / seconds / 1e6, ok[i]
         }
         print ""
+        # Speed ratios: guest ticks of the other backend over those of the JIT.
+        if (emu != "" && emu != "-" && interp != "" && interp != "-")
+            printf "JIT speed / interpreter: %.2fx\n", interp / emu
         if (emu != "" && emu != "-" && tcg != "" && tcg != "-")
-            printf "emu / QEMU-TCG: %.1fx the guest ticks\n", emu / tcg
+            printf "JIT speed / QEMU-TCG:    %.2fx\n", tcg / emu
         if (emu != "" && emu != "-" && kvm != "" && kvm != "-")
-            printf "emu / KVM:      %.1fx the guest ticks\n", emu / kvm
+            printf "JIT speed / KVM:         %.2fx\n", kvm / emu
     }' "$work/rows"
 
 # Per kernel, in millions of guest ticks: where each backend spends its time.

@@ -17,7 +17,7 @@
 
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
-use umbra_mmu::tlb::{TLB_ENTRIES, entry_layout};
+use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{Exit, offset};
 
@@ -298,14 +298,17 @@ impl Emitter {
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
         let index_mask = (TLB_ENTRIES - 1) as i32;
+        let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
         debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
         dynasm!(self.ops
             ; .arch x64
             ; mov rax, rsi
             ; shr rax, 12
-            ; mov rcx, QWORD [rbx + offset::TLB_SPREAD]
-            ; add rcx, rax
+            ; mov rcx, rax
+            ; shr rcx, index_bits
+            ; xor rcx, rax
+            ; add rcx, QWORD [rbx + offset::TLB_SPREAD]
             ; and ecx, index_mask
             ; shl ecx, entry_shift
             ; add rcx, QWORD [rbx + offset::TLB_ENTRIES]

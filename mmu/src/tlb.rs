@@ -14,6 +14,9 @@ use crate::walker::{Access, AccessKind, Privilege};
 /// Entries in the TLB (a power of two).
 pub const TLB_ENTRIES: usize = 1024;
 
+/// log2 of [`TLB_ENTRIES`].
+pub const TLB_INDEX_BITS: u32 = TLB_ENTRIES.trailing_zeros();
+
 /// The root tag of entries filled while no shadow root is in use (paging off, 32-bit and PAE
 /// paging).
 pub const NO_ROOT: u32 = u32::MAX;
@@ -74,7 +77,8 @@ pub struct Mapping {
 }
 
 /// The TLB as generated code reads it (a JIT's inlined hit path): the entry for a linear
-/// address `la` is `entries + ((la >> 12) + spread) % TLB_ENTRIES * entry_layout::SIZE`; it
+/// address `la`, with page number `p = la >> 12`, is
+/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + spread) % TLB_ENTRIES * entry_layout::SIZE`; it
 /// hits when its tag is `(la >> 12) << 1 | 1`, its root is `root`, and its `direct` mask has
 /// the access's bit ([`InlineTlb::direct_bit`]); the host address is then `host + la % 4096`.
 ///
@@ -135,7 +139,10 @@ impl Tlb {
     /// The entry for `gva` under `root`: the page number, offset by a multiple of the root
     /// that spreads roots over the array.
     fn slot(gva: Gva, root: u32) -> usize {
-        ((gva.0 >> PAGE_SHIFT) as usize).wrapping_add(Self::spread(root)) & (TLB_ENTRIES - 1)
+        let page = (gva.0 >> PAGE_SHIFT) as usize;
+        // Folding the page number's next bits in keeps two buffers a multiple of the TLB's
+        // reach apart (a 4 MiB copy's source and destination) from sharing entries.
+        (page ^ (page >> TLB_INDEX_BITS)).wrapping_add(Self::spread(root)) & (TLB_ENTRIES - 1)
     }
 
     /// How far `root`'s entries are shifted in the array.
@@ -266,7 +273,8 @@ mod tests {
         let bit = access_bit(write);
         tlb.fill(gva, 42, Gfn(0x99), bit, bit, 0x7000_0000);
         let view = tlb.inline_view(42);
-        let index = ((gva.0 >> 12) + view.spread) as usize % TLB_ENTRIES;
+        let page = gva.0 >> 12;
+        let index = ((page ^ (page >> TLB_INDEX_BITS)) + view.spread) as usize % TLB_ENTRIES;
         // SAFETY: the index is within the array.
         let entry = unsafe { view.entries.add(index * entry_layout::SIZE) };
         // SAFETY: the offsets are those of the entry's fields, read at their types.
