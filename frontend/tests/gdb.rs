@@ -187,10 +187,11 @@ fn request(stream: &mut TcpStream, body: &str) -> String {
 
 #[test]
 fn a_client_interrupts_leaves_and_another_attaches() {
-    // bench-compute runs for seconds on the emulator: long enough to interrupt.
+    // bench-compute runs for seconds on the interpreter (a fraction of one on the JIT): long
+    // enough to interrupt.
     let port = free_port();
     let (mut umbra, _) = start_umbra(
-        &["--accel", "emu", "--firmware", "bench-compute", "-S"],
+        &["--accel", "emu", "--jit", "off", "--firmware", "bench-compute", "-S"],
         port,
     );
     let connect = || {
