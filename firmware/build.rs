@@ -120,6 +120,13 @@ const IMAGES: &[ImageSpec] = &[
         summary: "page-table changes with and without INVLPG in 32-bit, PAE, 4- and 5-level paging",
     },
     ImageSpec {
+        name: "jit-test",
+        source: "jit-test.s",
+        defines: &[],
+        listing: Listing::TestOnly,
+        summary: "self-modifying code, aliases, CR3 remaps and a fault mid-block, run hot",
+    },
+    ImageSpec {
         name: "irq-test",
         source: "irq-test.s",
         defines: &[],

@@ -33,6 +33,10 @@ pf_cr2:
     .global pf_error_code
 pf_error_code:
     .skip 8
+    /* The RIP of the last expected #PF: the faulting instruction. */
+    .global pf_rip
+pf_rip:
+    .skip 8
 
 /* ---------------------------------------------------------------- ROM data */
 
@@ -89,6 +93,8 @@ idt_init:
  */
 page_fault_handler:
     push %rax
+    mov 16(%rsp), %rax              /* the saved RIP, above %rax and the error code */
+    mov %rax, pf_rip
     mov pf_recovery_rip, %rax
     test %rax, %rax
     jz .Lunexpected_page_fault
