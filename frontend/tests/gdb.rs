@@ -191,7 +191,15 @@ fn a_client_interrupts_leaves_and_another_attaches() {
     // enough to interrupt.
     let port = free_port();
     let (mut umbra, _) = start_umbra(
-        &["--accel", "emu", "--jit", "off", "--firmware", "bench-compute", "-S"],
+        &[
+            "--accel",
+            "emu",
+            "--jit",
+            "off",
+            "--firmware",
+            "bench-compute",
+            "-S",
+        ],
         port,
     );
     let connect = || {

@@ -39,7 +39,11 @@ fn jit_test_prints_the_same_on_the_jit_the_interpreter_kvm_and_qemu() {
     let rom = image_file(dir.path(), umbra_firmware::test_images::jit_test());
     let at_once = run(&rom, &["--accel", "emu", "--jit-threshold", "0"]);
     assert_eq!(run(&rom, &["--accel", "emu"]), at_once, "default threshold");
-    assert_eq!(run(&rom, &["--accel", "emu", "--jit", "off"]), at_once, "interpreter");
+    assert_eq!(
+        run(&rom, &["--accel", "emu", "--jit", "off"]),
+        at_once,
+        "interpreter"
+    );
     if kvm_usable("jit_test on kvm") {
         assert_eq!(run(&rom, &["--accel", "kvm"]), at_once, "kvm");
     }

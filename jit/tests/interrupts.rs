@@ -44,21 +44,29 @@ impl InterruptLines for LateInterrupt {
 fn build_tables(memslots: &Memslots) {
     let pdpt = PML4 + 0x1000;
     let pd = PML4 + 0x2000;
-    memslots.write(Gpa(PML4), &(pdpt | 3).to_le_bytes()).unwrap();
+    memslots
+        .write(Gpa(PML4), &(pdpt | 3).to_le_bytes())
+        .unwrap();
     memslots.write(Gpa(pdpt), &(pd | 3).to_le_bytes()).unwrap();
     for n in 0..512u64 {
         let entry = (n << 21) | 0x83;
-        memslots.write(Gpa(pd + 8 * n), &entry.to_le_bytes()).unwrap();
+        memslots
+            .write(Gpa(pd + 8 * n), &entry.to_le_bytes())
+            .unwrap();
     }
     let code64: u64 = 0x0020_9a00_0000_0000;
-    memslots.write(Gpa(GDT + u64::from(CODE64)), &code64.to_le_bytes()).unwrap();
+    memslots
+        .write(Gpa(GDT + u64::from(CODE64)), &code64.to_le_bytes())
+        .unwrap();
     let mut gate = [0u8; 16];
     gate[0..2].copy_from_slice(&(HANDLER as u16).to_le_bytes());
     gate[2..4].copy_from_slice(&CODE64.to_le_bytes());
     gate[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
     gate[6..8].copy_from_slice(&((HANDLER >> 16) as u16).to_le_bytes());
     gate[8..12].copy_from_slice(&((HANDLER >> 32) as u32).to_le_bytes());
-    memslots.write(Gpa(IDT + 16 * u64::from(VECTOR)), &gate).unwrap();
+    memslots
+        .write(Gpa(IDT + 16 * u64::from(VECTOR)), &gate)
+        .unwrap();
 }
 
 /// 64-bit mode at CPL 0, with the tables above.
@@ -123,7 +131,9 @@ fn an_interrupt_reaches_a_chained_loop() {
         .unwrap();
     build_tables(&memslots);
     // sti; 1: inc rax; jmp 1b
-    memslots.write(Gpa(LOOP), &[0xfb, 0x48, 0xff, 0xc0, 0xeb, 0xfb]).unwrap();
+    memslots
+        .write(Gpa(LOOP), &[0xfb, 0x48, 0xff, 0xc0, 0xeb, 0xfb])
+        .unwrap();
     // hlt (with IF clear: the run ends)
     memslots.write(Gpa(HANDLER), &[0xf4]).unwrap();
 
@@ -173,7 +183,10 @@ fn an_interrupt_reaches_a_chained_loop() {
     memslots.read(Gpa(STACK_TOP - 40), &mut frame).unwrap();
     let rip = u64::from_le_bytes(frame[0..8].try_into().unwrap());
     let rflags = u64::from_le_bytes(frame[16..24].try_into().unwrap());
-    assert!(rip == LOOP + 1 || rip == LOOP + 4, "interrupted at {rip:#x}");
+    assert!(
+        rip == LOOP + 1 || rip == LOOP + 4,
+        "interrupted at {rip:#x}"
+    );
     assert_ne!(rflags & 0x200, 0);
     let stats = vcpu.mmu_stats();
     let translated = stats
