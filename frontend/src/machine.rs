@@ -77,11 +77,12 @@ impl RunEnd {
     fn debugger_stop(&self) -> Stop {
         match self {
             RunEnd::DebugExit { status } => Stop::Exited((*status).min(255) as u8),
-            RunEnd::PlatformEvent(_) => Stop::Exited(0),
-            RunEnd::Halted { .. }
-            | RunEnd::Shutdown { .. }
-            | RunEnd::BackendFailure(_)
-            | RunEnd::Killed => Stop::Terminated,
+            // A final halt is how a kernel without a way to power off ends (Linux's
+            // poweroff without ACPI): a clean end, as its exit status says.
+            RunEnd::PlatformEvent(_) | RunEnd::Halted { .. } => Stop::Exited(0),
+            RunEnd::Shutdown { .. } | RunEnd::BackendFailure(_) | RunEnd::Killed => {
+                Stop::Terminated
+            }
         }
     }
 }

@@ -4,65 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{have_program, kvm_usable, text, umbra};
+use common::{free_port, have_program, kvm_usable, run_gdb, start_umbra, text};
 use umbra_cpu::backend::kvm::KvmFlavor;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `umbra run` with a gdb server on `port`, once it says it listens; its stderr lines so far.
-fn start_umbra(args: &[&str], port: u16) -> (Child, Vec<String>) {
-    let address = format!("tcp::{port}");
-    let mut child = umbra(&["run"])
-        .args(args)
-        .args(["--gdb", &address])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("umbra starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("umbra ended before listening: {lines:?}");
-        }
-        let listening = line.contains("gdb: listening");
-        lines.push(line);
-        if listening {
-            break;
-        }
-    }
-    // The rest of stderr is read when the test collects the output.
-    child.stderr = Some(stderr.into_inner());
-    (child, lines)
-}
-
-/// Runs gdb in batch mode on the demo's ELF with `commands` after connecting to `port`.
-fn run_gdb(port: u16, commands: &[&str]) -> String {
-    let elf = umbra_firmware::find("demo").unwrap().elf;
-    let mut gdb = Command::new("timeout");
-    gdb.args(["300", "gdb", "-batch", "-nx"])
-        .args(["-ex", "set pagination off"])
-        .args(["-ex", "set architecture i386:x86-64"])
-        .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
-    for command in commands {
-        gdb.args(["-ex", command]);
-    }
-    let output = gdb.arg(elf).output().expect("gdb starts");
-    format!("{}{}", text(&output.stdout), text(&output.stderr))
-}
 
 /// The session of the README, on `accel`.
 fn debug_the_demo(accel: &str) {
@@ -75,8 +22,11 @@ fn debug_the_demo(accel: &str) {
     } else {
         "set can-use-hw-watchpoints 1"
     };
+    let elf = umbra_firmware::find("demo").unwrap().elf;
     let transcript = run_gdb(
         port,
+        Some(elf),
+        300,
         &[
             "break *0xffff006d",
             "continue",

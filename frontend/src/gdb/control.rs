@@ -33,9 +33,10 @@ pub enum Stop {
     Breakpoint(u64),
     /// The last instruction hit this watchpoint.
     Watchpoint(Watchpoint),
-    /// The guest ended with this isa-debug-exit status (or 0 for a clean reset or power-off).
+    /// The guest ended with this isa-debug-exit status (or 0 for a clean reset, power-off or
+    /// final halt).
     Exited(u8),
-    /// The run ended otherwise (a triple fault, a halt nothing can wake, a backend failure).
+    /// The run ended otherwise (a triple fault, a backend failure, the debugger's kill).
     Terminated,
 }
 

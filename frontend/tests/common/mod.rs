@@ -2,8 +2,10 @@
 // Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A `umbra` command with `args`.
 pub fn umbra(args: &[&str]) -> Command {
@@ -68,4 +70,57 @@ pub fn run_qemu_tcg(rom: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("qemu starts")
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `umbra run` with a gdb server on `port`, once it says it listens; its stderr lines so far.
+pub fn start_umbra(args: &[&str], port: u16) -> (Child, Vec<String>) {
+    let address = format!("tcp::{port}");
+    let mut child = umbra(&["run"])
+        .args(args)
+        .args(["--gdb", &address])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("umbra starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("umbra ended before listening: {lines:?}");
+        }
+        let listening = line.contains("gdb: listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    // The rest of stderr is read when the test collects the output.
+    child.stderr = Some(stderr.into_inner());
+    (child, lines)
+}
+
+/// Runs gdb in batch mode (on `elf`'s symbols, if given) with `commands` after connecting to
+/// `port`, for at most `seconds`; returns what it printed.
+pub fn run_gdb(port: u16, elf: Option<&str>, seconds: u32, commands: &[&str]) -> String {
+    let mut gdb = Command::new("timeout");
+    gdb.arg(seconds.to_string())
+        .args(["gdb", "-batch", "-nx"])
+        .args(["-ex", "set pagination off"])
+        .args(["-ex", "set architecture i386:x86-64"])
+        .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
+    for command in commands {
+        gdb.args(["-ex", command]);
+    }
+    let output = gdb.args(elf).output().expect("gdb starts");
+    format!("{}{}", text(&output.stdout), text(&output.stderr))
 }
