@@ -8,6 +8,7 @@
 //! - [`memory_map`]: the PC memory map in memslots.
 //! - [`machine`]: the machine and its run loop.
 //! - [`platform`]: the PC's devices around the vCPU.
+//! - [`console`]: the serial console on the host's terminal.
 //! - [`gdb`]: the gdbstub.
 //! - [`inspect`]: the MMU as text, for gdb's monitor commands and the TUI.
 //! - [`tui`]: `umbra run --tui`, the terminal UI beside the running guest.
@@ -16,6 +17,7 @@
 
 pub mod accel;
 pub mod cli;
+pub mod console;
 pub mod gdb;
 pub mod inspect;
 pub mod loader;

@@ -100,6 +100,9 @@ impl std::fmt::Display for RunEnd {
             RunEnd::Shutdown { rip, mode } => {
                 write!(f, "triple fault (shutdown) at rip {rip:#x} in {mode}")
             }
+            RunEnd::PlatformEvent(StopReason::UserQuit) => {
+                f.write_str("quit from the console (Ctrl-A x)")
+            }
             RunEnd::PlatformEvent(reason) => write!(f, "{reason:?}"),
             RunEnd::BackendFailure(what) => f.write_str(what),
             RunEnd::Killed => f.write_str("killed by the debugger"),
@@ -194,6 +197,12 @@ impl Machine {
     /// The serial port, for a host that types into it.
     pub fn uart(&self) -> Arc<parking_lot::Mutex<Uart>> {
         self.platform.uart()
+    }
+
+    /// The machine-wide stop request, for a host-side quit ([`StopReason::UserQuit`]); the
+    /// run loop sees it when the vCPU next leaves guest code.
+    pub fn run_control(&self) -> Arc<RunControl> {
+        self.control.clone()
     }
 
     /// The guest's memory.

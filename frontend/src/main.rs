@@ -11,8 +11,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use umbra::accel;
 use umbra::cli::{self, Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget, Switch};
+use umbra::console::{Console, ConsoleLink};
 use umbra::gdb::target::MachineView;
-use umbra::machine::{Machine, MachineConfig, MachineError};
+use umbra::machine::{Machine, MachineConfig, MachineError, RunOutcome};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
 use umbra::rom::RomImage;
 use umbra_cpu::backend::Vcpu;
@@ -197,7 +198,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             choice.hypervisor.name(),
             args.wait_for_gdb,
         ),
-        None => machine.run().map_err(anyhow::Error::new),
+        None => run_with_console(&mut machine, &args.serial),
     }
     .map_err(Failure::runtime)?;
     eprintln!("{}", summary_line(choice.hypervisor.name(), &outcome));
@@ -205,6 +206,25 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         print_mmu_stats(choice.hypervisor.name(), machine.vcpu());
     }
     Ok(exit_status(&outcome.end, args.exit_code))
+}
+
+/// Runs the machine with standard input as the serial port's input: the terminal in raw mode
+/// with QEMU's Ctrl-A keys when the serial output goes to it, piped bytes as they come
+/// otherwise (see `umbra::console`). The terminal is restored before this returns.
+fn run_with_console(machine: &mut Machine, serial: &SerialTarget) -> anyhow::Result<RunOutcome> {
+    let link = ConsoleLink::new(
+        machine.uart(),
+        machine.run_control(),
+        machine.vcpu().kick_handle(),
+    );
+    let console = Console::attach(link, *serial == SerialTarget::Stdio)
+        .context("cannot set up the serial console on this terminal")?;
+    if console.interactive() {
+        eprintln!(
+            "umbra: the serial console is this terminal: Ctrl-A x quits, Ctrl-A h lists the keys"
+        );
+    }
+    Ok(machine.run()?)
 }
 
 /// `--stats`: the vCPU's MMU counters on stderr, one `name value` per line.
