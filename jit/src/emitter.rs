@@ -2,11 +2,15 @@
 //! the block context and the host, the inline TLB lookup with its slow path, and exits.
 //!
 //! Conventions inside generated code: RBX holds the [`BlockContext`](crate::context) address;
-//! RSI holds an access's linear, then host, address; RAX, RCX, RDX, RDI and R8-R11 are scratch
-//! (the slow-path helper may clobber them); R12 keeps a value across a helper call; RSP is the
-//! host stack, 16-byte aligned, which blocks never move. Guest registers are loaded from the
-//! context and stored back around each instruction, so that the context is exact whenever
-//! control can leave the block.
+//! RSI holds an access's linear, then host, address, and carries the flags between PUSHFQ and
+//! the context; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
+//! Every other guest register has a *home*, the host register of the same number, where it is
+//! kept between instructions once loaded ([`RegisterCache`]), and stored back to the context
+//! before control can leave the block, so that the context is exact at every exit. The inline
+//! TLB lookup uses RAX, RCX and RDX, which are stored and given up first; the slow-path helper
+//! may clobber every caller-saved register, which its call saves and restores. Guest RBX, RSP
+//! and RSI have no home: an instruction using them gets them in a borrowed register for its
+//! own duration.
 //!
 //! The guest's arithmetic flags are either in the context or live in the host's RFLAGS
 //! ([`FlagState`]); the state is tracked while translating, so that flags are saved only
@@ -36,6 +40,30 @@ pub(crate) mod reg {
     pub const RSI: u8 = 6;
 }
 
+/// Which guest registers are in their homes, and which of those are newer than the context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RegisterCache {
+    /// Guest registers (by bit) that their home holds.
+    pub loaded: u16,
+    /// Guest registers whose home holds a value the context does not have yet.
+    pub dirty: u16,
+}
+
+/// Guest registers without a home: RBX, RSP and RSI.
+pub(crate) const HOMELESS: u16 = 1 << reg::RBX | 1 << reg::RSP | 1 << reg::RSI;
+
+/// The registers the inline TLB lookup uses: RAX, RCX, RDX.
+pub(crate) const LOOKUP_SCRATCH: u16 = 0b111;
+
+/// The other registers the slow-path helper may clobber (the System V caller-saved ones):
+/// RDI and R8-R11.
+const HELPER_CLOBBERS: u16 = 1 << 7 | 0xf00;
+
+/// The registers whose bits are set in `mask`, lowest first.
+fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
+    (0..16u8).filter(move |n| mask & (1 << n) != 0)
+}
+
 /// Where the guest's arithmetic flags are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FlagState {
@@ -52,6 +80,8 @@ struct SlowPath {
     resume: DynamicLabel,
     /// Access size, and bit 8 set for a write.
     how: u32,
+    /// Homes holding guest registers that the helper may clobber: saved around the call.
+    saved: u16,
     /// Where the interpreter takes over.
     exit: ExitPoint,
 }
@@ -66,6 +96,8 @@ pub(crate) struct ExitPoint {
     pub unrun: u32,
     /// Inline memory accesses made so far.
     pub accesses: u32,
+    /// Guest registers whose homes must be stored to the context on the way out.
+    pub dirty: u16,
 }
 
 /// The host addresses generated code calls or jumps to.
@@ -83,6 +115,8 @@ pub(crate) struct Emitter {
     pub ops: VecAssembler<X64Relocation>,
     runtime: Runtime,
     pub flags: FlagState,
+    /// Guest registers in their homes.
+    pub cache: RegisterCache,
     slow_paths: Vec<SlowPath>,
 }
 
@@ -96,8 +130,44 @@ impl Emitter {
                 in_host: false,
                 stale: false,
             },
+            cache: RegisterCache::default(),
             slow_paths: Vec::new(),
         }
+    }
+
+    /// Stores the homes of the registers in `mask` to the context, the cache's state
+    /// unchanged (for a way out, which leaves the cache behind).
+    fn store_homes(&mut self, mask: u16) {
+        for n in registers_in(mask) {
+            self.store_gpr(n, n);
+        }
+    }
+
+    /// Stores the dirty registers in `mask`: the context is up to date with them.
+    pub(crate) fn write_back(&mut self, mask: u16) {
+        self.store_homes(self.cache.dirty & mask);
+        self.cache.dirty &= !mask;
+    }
+
+    /// Stores the dirty registers in `mask` and gives their homes up.
+    pub(crate) fn flush(&mut self, mask: u16) {
+        self.write_back(mask);
+        self.cache.loaded &= !mask;
+    }
+
+    /// Makes guest register `n` present in its home.
+    pub(crate) fn use_home(&mut self, n: u8) {
+        debug_assert_eq!(HOMELESS & (1 << n), 0);
+        if self.cache.loaded & (1 << n) == 0 {
+            self.load_gpr(n, n);
+            self.cache.loaded |= 1 << n;
+        }
+    }
+
+    /// Guest register `n`'s home was written.
+    pub(crate) fn home_written(&mut self, n: u8) {
+        self.cache.loaded |= 1 << n;
+        self.cache.dirty |= 1 << n;
     }
 
     /// MOV host register `host` <- guest register `guest`.
@@ -124,17 +194,16 @@ impl Emitter {
         if self.flags.in_host {
             return;
         }
-        // SAHF takes SF, ZF, AF, PF and CF from AH; OF comes from adding 0x40 to itself,
-        // which overflows exactly when the byte is 0x40 (RFLAGS.OF, bit 11, shifted down 5).
+        // POPFQ of the arithmetic flags alone (TF, DF and AC stay clear), through RSI, which
+        // may hold an access's host address and is kept.
         dynasm!(self.ops
             ; .arch x64
-            ; mov eax, DWORD [rbx + offset::RFLAGS]
-            ; mov ecx, eax
-            ; and ecx, 0x800
-            ; shr ecx, 5
-            ; shl eax, 8
-            ; add cl, cl
-            ; sahf
+            ; push rsi
+            ; mov rsi, QWORD [rbx + offset::RFLAGS]
+            ; and esi, ARITHMETIC_FLAGS as i32
+            ; push rsi
+            ; popfq
+            ; pop rsi
         );
         self.flags = FlagState {
             in_host: true,
@@ -142,21 +211,19 @@ impl Emitter {
         };
     }
 
-    /// PUSHFQ; POP RAX: the host's flags into RAX, the flags themselves untouched.
+    /// PUSHFQ; POP RSI: the host's flags into RSI, the flags themselves untouched.
     fn capture_flags(&mut self) {
-        dynasm!(self.ops ; .arch x64 ; pushfq ; pop rax);
+        dynasm!(self.ops ; .arch x64 ; pushfq ; pop rsi);
     }
 
-    /// Merges the arithmetic flags in RAX (from [`Emitter::capture_flags`]) into the
-    /// context's RFLAGS. Clobbers the host's flags and RCX.
+    /// Merges the arithmetic flags in RSI (from [`Emitter::capture_flags`]) into the
+    /// context's RFLAGS. Clobbers the host's flags.
     fn merge_flags(&mut self) {
         dynasm!(self.ops
             ; .arch x64
-            ; and eax, ARITHMETIC_FLAGS as i32
-            ; mov rcx, QWORD [rbx + offset::RFLAGS]
-            ; and rcx, !(ARITHMETIC_FLAGS as i32)
-            ; or rcx, rax
-            ; mov QWORD [rbx + offset::RFLAGS], rcx
+            ; and esi, ARITHMETIC_FLAGS as i32
+            ; and QWORD [rbx + offset::RFLAGS], !(ARITHMETIC_FLAGS as i32)
+            ; or QWORD [rbx + offset::RFLAGS], rsi
         );
     }
 
@@ -235,6 +302,7 @@ impl Emitter {
     /// Leaves the block at `at` with `exit`, RIP set to `at.rip`. The flags must be spilled.
     pub(crate) fn exit(&mut self, exit: Exit, at: ExitPoint) {
         debug_assert!(!self.flags.stale);
+        self.store_homes(at.dirty);
         self.account(at);
         self.load_imm(reg::RAX, at.rip);
         dynasm!(self.ops
@@ -258,6 +326,7 @@ impl Emitter {
     /// Leaves the block at `at` with RIP already stored in the context.
     pub(crate) fn exit_stored_rip(&mut self, exit: Exit, at: ExitPoint) {
         debug_assert!(!self.flags.stale);
+        self.store_homes(at.dirty);
         self.account(at);
         dynasm!(self.ops
             ; .arch x64
@@ -270,6 +339,7 @@ impl Emitter {
     /// `jmp rel32` that the dispatcher patches to the target's block once it has one.
     pub(crate) fn exit_chained(&mut self, at: ExitPoint) {
         debug_assert!(!self.flags.stale);
+        self.store_homes(at.dirty);
         self.account(at);
         let site = self.ops.new_dynamic_label();
         dynasm!(self.ops
@@ -291,10 +361,12 @@ impl Emitter {
 
     /// Turns the linear address in RSI into the host address of `size` bytes there for a
     /// read or a `write`, through the TLB inline or the slow path; where neither gives one,
-    /// the block leaves at `exit` for the interpreter. The flags must be spilled. Clobbers
-    /// RAX, RCX and RDX (and, on the slow path, every scratch register).
-    pub(crate) fn translate_rsi(&mut self, size: u32, write: bool, bit: u16, exit: ExitPoint) {
+    /// the block leaves at `exit` for the interpreter. The flags must be spilled, and RAX,
+    /// RCX and RDX given up ([`LOOKUP_SCRATCH`]).
+    pub(crate) fn translate_rsi(&mut self, size: u32, write: bool, bit: u16, mut exit: ExitPoint) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
+        debug_assert_eq!(self.cache.loaded & LOOKUP_SCRATCH, 0);
+        exit.dirty = self.cache.dirty;
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
         let index_mask = (TLB_ENTRIES - 1) as i32;
@@ -332,6 +404,7 @@ impl Emitter {
             entry: slow,
             resume,
             how: size | u32::from(write) << 8,
+            saved: self.cache.loaded & HELPER_CLOBBERS,
             exit,
         });
     }
@@ -340,13 +413,25 @@ impl Emitter {
     pub(crate) fn finish_slow_paths(&mut self) {
         for path in std::mem::take(&mut self.slow_paths) {
             let failed = self.ops.new_dynamic_label();
+            dynasm!(self.ops ; .arch x64 ; =>path.entry);
+            // The stack stays 16-byte aligned at the call: an odd count pushes one twice.
+            let saved: Vec<u8> = registers_in(path.saved).collect();
+            let pad = saved.len() % 2 == 1;
+            for &n in saved.iter().chain(saved.first().filter(|_| pad)) {
+                dynasm!(self.ops ; .arch x64 ; push Rq(n));
+            }
             dynasm!(self.ops
                 ; .arch x64
-                ; =>path.entry
                 ; mov rdi, rbx
                 ; mov edx, path.how as i32
                 ; mov rax, QWORD self.runtime.slow_access as i64
                 ; call rax
+            );
+            for &n in saved.iter().chain(saved.first().filter(|_| pad)).rev() {
+                dynasm!(self.ops ; .arch x64 ; pop Rq(n));
+            }
+            dynasm!(self.ops
+                ; .arch x64
                 ; test rax, rax
                 ; jz =>failed
                 ; mov rsi, rax
@@ -363,7 +448,7 @@ impl Emitter {
 
     /// Leaves for the interpreter at `exit` unless RAX holds an address canonical in every
     /// paging mode (a jump elsewhere raises #GP at the jump itself). The flags must be
-    /// spilled. Clobbers RCX.
+    /// spilled, and no register cached. Clobbers RCX.
     pub(crate) fn require_canonical_rax(&mut self, exit: ExitPoint) {
         let ok = self.ops.new_dynamic_label();
         dynasm!(self.ops

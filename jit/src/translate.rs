@@ -19,7 +19,7 @@ use iced_x86::{
 use umbra_cpu::interp::cpuid;
 
 use crate::context::{Exit, offset};
-use crate::emitter::{Emitter, ExitPoint, Runtime, reg};
+use crate::emitter::{Emitter, ExitPoint, LOOKUP_SCRATCH, Runtime, reg};
 
 /// The most instructions one block holds.
 pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
@@ -428,6 +428,7 @@ impl BlockTranslator {
                 rip: self.start.rip,
                 unrun: self.length,
                 accesses: 0,
+                dirty: 0,
             },
         );
         dynasm!(self.emitter.ops ; .arch x64 ; =>body);
@@ -439,6 +440,7 @@ impl BlockTranslator {
             rip,
             unrun: self.length - self.index,
             accesses: self.accesses,
+            dirty: self.emitter.cache.dirty,
         }
     }
 
@@ -448,6 +450,7 @@ impl BlockTranslator {
             rip,
             unrun: self.length - self.index - 1,
             accesses: self.accesses,
+            dirty: self.emitter.cache.dirty,
         }
     }
 
@@ -457,6 +460,7 @@ impl BlockTranslator {
             rip: target,
             unrun: self.length.saturating_sub(self.index + 1),
             accesses: self.accesses,
+            dirty: self.emitter.cache.dirty,
         };
         if target >> 12 == self.start.rip >> 12 {
             self.emitter.exit_chained(at);
@@ -476,8 +480,14 @@ impl BlockTranslator {
             }
             Lowering::Lea => self.lea(i),
             Lowering::Nop => {}
-            Lowering::Push => self.push(i),
-            Lowering::Pop => self.pop(i),
+            Lowering::Push => {
+                self.emitter.flush(ALL_REGISTERS);
+                self.push(i);
+            }
+            Lowering::Pop => {
+                self.emitter.flush(ALL_REGISTERS);
+                self.pop(i);
+            }
             Lowering::Jump => {
                 self.emitter.spill_flags();
                 self.jump_to(i.near_branch_target());
@@ -488,20 +498,24 @@ impl BlockTranslator {
                 return true;
             }
             Lowering::Call => {
+                self.emitter.flush(ALL_REGISTERS);
                 self.push_value(i, i.next_ip());
                 self.jump_to(i.near_branch_target());
                 return true;
             }
             Lowering::Return => {
+                self.emitter.flush(ALL_REGISTERS);
                 self.ret(i);
                 return true;
             }
             Lowering::JumpIndirect => {
+                self.emitter.flush(ALL_REGISTERS);
                 self.target_into_r12(i);
                 self.leave_for_r12();
                 return true;
             }
             Lowering::CallIndirect => {
+                self.emitter.flush(ALL_REGISTERS);
                 self.target_into_r12(i);
                 self.push_value(i, i.next_ip());
                 self.leave_for_r12();
@@ -529,6 +543,7 @@ impl BlockTranslator {
             rip: 0,
             unrun: self.length - self.index - 1,
             accesses: self.accesses,
+            dirty: self.emitter.cache.dirty,
         };
         self.emitter.exit_stored_rip(Exit::Jump, at);
     }
@@ -593,6 +608,8 @@ impl BlockTranslator {
     /// bytes, or an exit to the interpreter before `i`.
     fn access_into_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
         self.emitter.spill_flags();
+        self.emitter.flush(LOOKUP_SCRATCH);
+        self.emitter.write_back(address_registers(i));
         self.address_into_rsi(i, true);
         self.translate_rsi(i, size, write);
     }
@@ -622,11 +639,21 @@ impl BlockTranslator {
             self.emitter.load_flags();
         }
         for &(host, guest, _) in &plan.registers {
-            self.emitter.load_gpr(host, guest);
+            if host == guest {
+                self.emitter.use_home(host);
+            } else {
+                // A homeless guest register, in a borrowed home for this instruction.
+                self.emitter.flush(1 << host);
+                self.emitter.load_gpr(host, guest);
+            }
         }
         self.emitter.ops.extend(plan.code);
         for &(host, guest, written) in &plan.registers {
-            if written {
+            if host == guest {
+                if written {
+                    self.emitter.home_written(host);
+                }
+            } else if written {
                 self.emitter.store_gpr(guest, host);
             }
         }
@@ -721,10 +748,26 @@ impl BlockTranslator {
 
     /// LEA: the address, truncated to the operand size, into the destination.
     fn lea(&mut self, i: &Instruction) {
+        self.emitter.write_back(address_registers(i));
+        self.emitter.flush(1 << reg::RAX);
         self.address_into_rsi(i, false);
         let dst = gpr_number(i.op0_register());
+        let size = i.op0_register().size();
+        if HOMELESS_GUESTS & (1 << dst) == 0 {
+            if size == 2 {
+                self.emitter.use_home(dst);
+            }
+            let ops = &mut self.emitter.ops;
+            match size {
+                8 => dynasm!(ops ; .arch x64 ; mov Rq(dst), rsi),
+                4 => dynasm!(ops ; .arch x64 ; mov Rd(dst), esi),
+                _ => dynasm!(ops ; .arch x64 ; mov Rw(dst), si),
+            }
+            self.emitter.home_written(dst);
+            return;
+        }
         let ops = &mut self.emitter.ops;
-        match i.op0_register().size() {
+        match size {
             8 => dynasm!(ops ; .arch x64 ; mov QWORD [rbx + offset::gpr(dst)], rsi),
             4 => dynasm!(ops
                 ; .arch x64
@@ -835,12 +878,28 @@ impl BlockTranslator {
     /// Jcc: both ways leave the block.
     fn branch(&mut self, i: &Instruction) {
         let cc = condition_number(i.condition_code());
+        // Both ways leave: the context is brought up to date once, before the branch.
+        self.emitter.write_back(ALL_REGISTERS);
         let taken = self.emitter.ops.new_dynamic_label();
         let stale = self.emitter.branch_on_flags(cc, taken);
         self.jump_to(i.next_ip());
         self.emitter.take_branch(taken, stale);
         self.jump_to(i.near_branch_target());
     }
+}
+
+/// Every guest register.
+const ALL_REGISTERS: u16 = 0xffff;
+
+/// Guest registers without a home (see [`crate::emitter`]).
+const HOMELESS_GUESTS: u16 = crate::emitter::HOMELESS;
+
+/// The guest registers `i`'s memory operand reads: its base and index.
+fn address_registers(i: &Instruction) -> u16 {
+    [i.memory_base(), i.memory_index()]
+        .into_iter()
+        .filter(|r| r.is_gpr())
+        .fold(0, |mask, r| mask | 1 << gpr_number(r))
 }
 
 /// Whether `i` computes addresses in 32 bits.
