@@ -11,6 +11,9 @@
 //! A block ends at a control transfer, at an instruction it does not translate, at the end of
 //! its page, or after [`MAX_BLOCK_INSTRUCTIONS`].
 
+// dynasm's `Rq(n)` calls `.into()` on a register number that is already a `u8`.
+#![allow(clippy::useless_conversion)]
+
 use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{
     Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, Instruction,
