@@ -36,6 +36,9 @@ pub struct BlockContext {
     pub tlb_spread: u64,
     /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
     pub patch_site: u64,
+    /// The host's RFLAGS, as PUSHFQ saved them across an inline TLB lookup, when their
+    /// arithmetic flags are the guest's and newer than `rflags`'.
+    pub parked_flags: u64,
     /// Accesses the inline lookup sent to the slow path.
     pub slow_accesses: u64,
     /// The vCPU, for the slow-path helper: a `*mut Interpreter`, valid while a block runs.
@@ -72,6 +75,8 @@ pub mod offset {
     pub const TLB_SPREAD: i32 = offset_of!(BlockContext, tlb_spread) as i32;
     /// The jump to patch.
     pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
+    /// The parked flags.
+    pub const PARKED_FLAGS: i32 = offset_of!(BlockContext, parked_flags) as i32;
 }
 
 /// Why generated code returned to the dispatcher (in EAX).

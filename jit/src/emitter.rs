@@ -67,6 +67,8 @@ fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
 /// Where the guest's arithmetic flags are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FlagState {
+    /// PUSHFQ parked them in the context's `parked_flags`, newer than its RFLAGS.
+    pub parked: bool,
     /// The host's RFLAGS hold them.
     pub in_host: bool,
     /// The context's copy is older than the host's.
@@ -82,6 +84,8 @@ struct SlowPath {
     how: u32,
     /// Homes holding guest registers that the helper may clobber: saved around the call.
     saved: u16,
+    /// The guest's flags are parked: the way out merges them.
+    parked: bool,
     /// Where the interpreter takes over.
     exit: ExitPoint,
 }
@@ -127,6 +131,7 @@ impl Emitter {
             ops: VecAssembler::new(base),
             runtime,
             flags: FlagState {
+                parked: false,
                 in_host: false,
                 stale: false,
             },
@@ -194,6 +199,20 @@ impl Emitter {
         if self.flags.in_host {
             return;
         }
+        if self.flags.parked {
+            // The host's own flags, saved by PUSHFQ: TF, DF and AC were clear then.
+            dynasm!(self.ops
+                ; .arch x64
+                ; push QWORD [rbx + offset::PARKED_FLAGS]
+                ; popfq
+            );
+            self.flags = FlagState {
+                parked: false,
+                in_host: true,
+                stale: true,
+            };
+            return;
+        }
         // POPFQ of the arithmetic flags alone (TF, DF and AC stay clear), through RSI, which
         // may hold an access's host address and is kept.
         dynasm!(self.ops
@@ -206,6 +225,7 @@ impl Emitter {
             ; pop rsi
         );
         self.flags = FlagState {
+            parked: false,
             in_host: true,
             stale: false,
         };
@@ -233,16 +253,42 @@ impl Emitter {
         if self.flags.stale {
             self.capture_flags();
             self.merge_flags();
+        } else if self.flags.parked {
+            self.merge_parked_flags();
         }
         self.flags = FlagState {
+            parked: false,
             in_host: false,
             stale: false,
         };
     }
 
+    /// Merges the parked flags into the context's RFLAGS. Clobbers RSI and the host's flags.
+    fn merge_parked_flags(&mut self) {
+        dynasm!(self.ops ; .arch x64 ; mov rsi, QWORD [rbx + offset::PARKED_FLAGS]);
+        self.merge_flags();
+    }
+
+    /// Saves the guest's flags, if the host's are newer than the context's, before code that
+    /// clobbers them but does not leave: two instructions (PUSHFQ to the context), where
+    /// merging them into the context's RFLAGS takes five. The host's flags are lost.
+    pub(crate) fn park_flags(&mut self) {
+        if self.flags.stale {
+            dynasm!(self.ops ; .arch x64 ; pushfq ; pop QWORD [rbx + offset::PARKED_FLAGS]);
+            self.flags = FlagState {
+                parked: true,
+                in_host: false,
+                stale: false,
+            };
+        } else {
+            self.flags.in_host = false;
+        }
+    }
+
     /// The guest's flags are in the host's now (an instruction just set them).
     pub(crate) fn flags_written(&mut self) {
         self.flags = FlagState {
+            parked: false,
             in_host: true,
             stale: true,
         };
@@ -280,6 +326,7 @@ impl Emitter {
             self.merge_flags();
         }
         self.flags = FlagState {
+            parked: false,
             in_host: false,
             stale: false,
         };
@@ -294,6 +341,7 @@ impl Emitter {
             self.merge_flags();
         }
         self.flags = FlagState {
+            parked: false,
             in_host: false,
             stale: false,
         };
@@ -301,7 +349,7 @@ impl Emitter {
 
     /// Leaves the block at `at` with `exit`, RIP set to `at.rip`. The flags must be spilled.
     pub(crate) fn exit(&mut self, exit: Exit, at: ExitPoint) {
-        debug_assert!(!self.flags.stale);
+        debug_assert!(!self.flags.stale && !self.flags.parked);
         self.store_homes(at.dirty);
         self.account(at);
         self.load_imm(reg::RAX, at.rip);
@@ -325,7 +373,7 @@ impl Emitter {
 
     /// Leaves the block at `at` with RIP already stored in the context.
     pub(crate) fn exit_stored_rip(&mut self, exit: Exit, at: ExitPoint) {
-        debug_assert!(!self.flags.stale);
+        debug_assert!(!self.flags.stale && !self.flags.parked);
         self.store_homes(at.dirty);
         self.account(at);
         dynasm!(self.ops
@@ -338,7 +386,7 @@ impl Emitter {
     /// Leaves the block for a direct jump to `at.rip` on the block's own page: through a
     /// `jmp rel32` that the dispatcher patches to the target's block once it has one.
     pub(crate) fn exit_chained(&mut self, at: ExitPoint) {
-        debug_assert!(!self.flags.stale);
+        debug_assert!(!self.flags.stale && !self.flags.parked);
         self.store_homes(at.dirty);
         self.account(at);
         let site = self.ops.new_dynamic_label();
@@ -365,6 +413,7 @@ impl Emitter {
     /// RCX and RDX given up ([`LOOKUP_SCRATCH`]).
     pub(crate) fn translate_rsi(&mut self, size: u32, write: bool, bit: u16, mut exit: ExitPoint) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
+        let parked = self.flags.parked;
         debug_assert_eq!(self.cache.loaded & LOOKUP_SCRATCH, 0);
         exit.dirty = self.cache.dirty;
         let slow = self.ops.new_dynamic_label();
@@ -405,6 +454,7 @@ impl Emitter {
             resume,
             how: size | u32::from(write) << 8,
             saved: self.cache.loaded & HELPER_CLOBBERS,
+            parked,
             exit,
         });
     }
@@ -438,7 +488,11 @@ impl Emitter {
                 ; jmp =>path.resume
                 ; =>failed
             );
+            if path.parked {
+                self.merge_parked_flags();
+            }
             self.flags = FlagState {
+                parked: false,
                 in_host: false,
                 stale: false,
             };

@@ -610,7 +610,7 @@ impl BlockTranslator {
     /// RSI <- the host address of `i`'s memory operand for a read or a `write` of `size`
     /// bytes, or an exit to the interpreter before `i`.
     fn access_into_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
-        self.emitter.spill_flags();
+        self.emitter.park_flags();
         self.emitter.flush(LOOKUP_SCRATCH);
         self.emitter.write_back(address_registers(i));
         self.address_into_rsi(i, true);
