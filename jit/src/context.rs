@@ -1,13 +1,13 @@
 //! The block context: the memory generated code works in, and how it tells the dispatcher
 //! why it stopped.
 //!
-//! While a block runs, RBX holds the address of a [`BlockContext`]; the guest's general
+//! While a block runs, R15 holds the address of a [`BlockContext`]; the guest's general
 //! registers, RIP and RFLAGS live in it (copied in from the interpreter before the dispatcher
 //! enters generated code, and back after), and are exact at every exit.
 
 use std::mem::offset_of;
 
-/// What generated code reads and writes, at fixed offsets from RBX.
+/// What generated code reads and writes, at fixed offsets from R15.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct BlockContext {

@@ -1,15 +1,15 @@
 //! The pieces of host code every block is built from: guest registers and flags moved between
 //! the block context and the host, the inline TLB lookup with its slow path, and exits.
 //!
-//! Conventions inside generated code: RBX holds the [`BlockContext`](crate::context) address;
-//! RSI holds an access's linear, then host, address, and carries the flags between PUSHFQ and
-//! the context; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
+//! Conventions inside generated code: R15 holds the [`BlockContext`](crate::context) address;
+//! R14 holds an access's linear, then host, address, and carries the flags on their way into
+//! the context's RFLAGS; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
 //! Every other guest register has a *home*, the host register of the same number, where it is
 //! kept between instructions once loaded ([`RegisterCache`]), and stored back to the context
-//! before control can leave the block, so that the context is exact at every exit. The inline
-//! TLB lookup uses RAX, RCX and RDX, which are stored and given up first; the slow-path helper
-//! may clobber every caller-saved register, which its call saves and restores. Guest RBX, RSP
-//! and RSI have no home: an instruction using them gets them in a borrowed register for its
+//! before control can leave the block, so that the context is exact at every exit. R12 and R13
+//! are scratch for address computations and the inline TLB lookup; the slow-path helper may
+//! clobber every caller-saved register, which its call saves and restores. Guest RSP and
+//! R12-R15 have no home: an instruction using them gets them in a borrowed register for its
 //! own duration.
 //!
 //! The guest's arithmetic flags are either in the context or live in the host's RFLAGS
@@ -32,12 +32,16 @@ pub(crate) const ARITHMETIC_FLAGS: u32 = 0x8d5;
 pub(crate) mod reg {
     /// RAX.
     pub const RAX: u8 = 0;
-    /// RBX: the block context.
-    pub const RBX: u8 = 3;
     /// RSP: the host stack.
     pub const RSP: u8 = 4;
-    /// RSI: the memory access's address.
-    pub const RSI: u8 = 6;
+    /// R12: scratch for address computations and the TLB lookup.
+    pub const SCRATCH: u8 = 12;
+    /// R13: scratch for the TLB lookup.
+    pub const SCRATCH2: u8 = 13;
+    /// R14: the memory access's address.
+    pub const ADDRESS: u8 = 14;
+    /// R15: the block context.
+    pub const CONTEXT: u8 = 15;
 }
 
 /// Which guest registers are in their homes, and which of those are newer than the context.
@@ -49,15 +53,13 @@ pub(crate) struct RegisterCache {
     pub dirty: u16,
 }
 
-/// Guest registers without a home: RBX, RSP and RSI.
-pub(crate) const HOMELESS: u16 = 1 << reg::RBX | 1 << reg::RSP | 1 << reg::RSI;
+/// Guest registers without a home: RSP, R12, R13, R14 and R15.
+pub(crate) const HOMELESS: u16 =
+    1 << reg::RSP | 1 << reg::SCRATCH | 1 << reg::SCRATCH2 | 1 << reg::ADDRESS | 1 << reg::CONTEXT;
 
-/// The registers the inline TLB lookup uses: RAX, RCX, RDX.
-pub(crate) const LOOKUP_SCRATCH: u16 = 0b111;
-
-/// The other registers the slow-path helper may clobber (the System V caller-saved ones):
-/// RDI and R8-R11.
-const HELPER_CLOBBERS: u16 = 1 << 7 | 0xf00;
+/// The registers the slow-path helper may clobber (the System V caller-saved ones): RAX, RCX,
+/// RDX, RSI, RDI and R8-R11.
+const HELPER_CLOBBERS: u16 = 0b1111_1100_0111;
 
 /// The registers whose bits are set in `mask`, lowest first.
 fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
@@ -67,7 +69,7 @@ fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
 /// Where the guest's arithmetic flags are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FlagState {
-    /// PUSHFQ parked them in the context's `parked_flags`, newer than its RFLAGS.
+    /// They are parked in the context's `parked_flags` (LAHF and SETO), newer than its RFLAGS.
     pub parked: bool,
     /// The host's RFLAGS hold them.
     pub in_host: bool,
@@ -177,12 +179,12 @@ impl Emitter {
 
     /// MOV host register `host` <- guest register `guest`.
     pub(crate) fn load_gpr(&mut self, host: u8, guest: u8) {
-        dynasm!(self.ops ; .arch x64 ; mov Rq(host), QWORD [rbx + offset::gpr(guest)]);
+        dynasm!(self.ops ; .arch x64 ; mov Rq(host), QWORD [r15 + offset::gpr(guest)]);
     }
 
     /// MOV guest register `guest` <- host register `host`.
     pub(crate) fn store_gpr(&mut self, guest: u8, host: u8) {
-        dynasm!(self.ops ; .arch x64 ; mov QWORD [rbx + offset::gpr(guest)], Rq(host));
+        dynasm!(self.ops ; .arch x64 ; mov QWORD [r15 + offset::gpr(guest)], Rq(host));
     }
 
     /// MOV host register `host` <- `value`.
@@ -194,66 +196,91 @@ impl Emitter {
         }
     }
 
-    /// Makes the host's flags the guest's, if they are not already.
+    /// Makes the host's flags the guest's, if they are not already: SAHF loads SF, ZF, AF, PF
+    /// and CF from AH, and adding 0x7f to AL = OF (0 or 1) overflows exactly when OF is set.
+    /// RAX is kept (in R12).
     pub(crate) fn load_flags(&mut self) {
         if self.flags.in_host {
             return;
         }
+        dynasm!(self.ops ; .arch x64 ; mov r12, rax);
         if self.flags.parked {
-            // The host's own flags, saved by PUSHFQ: TF, DF and AC were clear then.
+            dynasm!(self.ops ; .arch x64 ; mov ax, WORD [r15 + offset::PARKED_FLAGS]);
+        } else {
             dynasm!(self.ops
                 ; .arch x64
-                ; push QWORD [rbx + offset::PARKED_FLAGS]
-                ; popfq
+                ; mov eax, DWORD [r15 + offset::RFLAGS]
+                ; mov r13d, eax
+                ; shr r13d, 11
+                ; and r13d, 1
+                ; shl eax, 8
+                ; mov al, r13b
             );
-            self.flags = FlagState {
-                parked: false,
-                in_host: true,
-                stale: true,
-            };
-            return;
         }
-        // POPFQ of the arithmetic flags alone (TF, DF and AC stay clear), through RSI, which
-        // may hold an access's host address and is kept.
         dynasm!(self.ops
             ; .arch x64
-            ; push rsi
-            ; mov rsi, QWORD [rbx + offset::RFLAGS]
-            ; and esi, ARITHMETIC_FLAGS as i32
-            ; push rsi
-            ; popfq
-            ; pop rsi
+            ; add al, 0x7f
+            ; sahf
+            ; mov rax, r12
+        );
+        self.flags.in_host = true;
+    }
+
+    /// Makes the host's CF the guest's, with BT from wherever the guest's flags are: for an
+    /// instruction that reads no other flag and leaves no other unwritten (INC, DEC, ADC,
+    /// SBB...). The host's other flags are not the guest's afterwards.
+    pub(crate) fn load_carry(&mut self) {
+        if self.flags.in_host {
+            return;
+        }
+        if self.flags.parked {
+            dynasm!(self.ops ; .arch x64 ; bt QWORD [r15 + offset::PARKED_FLAGS], 8);
+        } else {
+            dynasm!(self.ops ; .arch x64 ; bt QWORD [r15 + offset::RFLAGS], 0);
+        }
+    }
+
+    /// Parks the host's flags, when they are newer than the context's, in the context's
+    /// `parked_flags` as LAHF and SETO leave them (AH: SF, ZF, AF, PF, CF; AL: OF): five
+    /// simple instructions that change no flag (PUSHFQ is microcoded and slow). RAX is kept.
+    pub(crate) fn park_flags(&mut self) {
+        if !self.flags.stale {
+            return;
+        }
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov r12, rax
+            ; lahf
+            ; seto al
+            ; mov WORD [r15 + offset::PARKED_FLAGS], ax
+            ; mov rax, r12
         );
         self.flags = FlagState {
-            parked: false,
+            parked: true,
             in_host: true,
             stale: false,
         };
     }
 
-    /// PUSHFQ; POP RSI: the host's flags into RSI, the flags themselves untouched.
-    fn capture_flags(&mut self) {
-        dynasm!(self.ops ; .arch x64 ; pushfq ; pop rsi);
-    }
-
-    /// Merges the arithmetic flags in RSI (from [`Emitter::capture_flags`]) into the
-    /// context's RFLAGS. Clobbers the host's flags.
-    fn merge_flags(&mut self) {
+    /// Merges the parked flags into the context's RFLAGS. Clobbers R14 and the host's flags.
+    fn merge_parked_flags(&mut self) {
         dynasm!(self.ops
             ; .arch x64
-            ; and esi, ARITHMETIC_FLAGS as i32
-            ; and QWORD [rbx + offset::RFLAGS], !(ARITHMETIC_FLAGS as i32)
-            ; or QWORD [rbx + offset::RFLAGS], rsi
+            ; movzx r14d, BYTE [r15 + offset::PARKED_FLAGS + 1]
+            ; and r14d, (ARITHMETIC_FLAGS & 0xff) as i32
+            ; and QWORD [r15 + offset::RFLAGS], !(ARITHMETIC_FLAGS as i32)
+            ; or QWORD [r15 + offset::RFLAGS], r14
+            ; movzx r14d, BYTE [r15 + offset::PARKED_FLAGS]
+            ; shl r14d, 11
+            ; or QWORD [r15 + offset::RFLAGS], r14
         );
     }
 
-    /// Makes the context's flags current, before code that clobbers the host's flags or
-    /// leaves the block. The host's flags are lost.
+    /// Makes the context's flags current, before code that leaves the block. The host's
+    /// flags are lost.
     pub(crate) fn spill_flags(&mut self) {
-        if self.flags.stale {
-            self.capture_flags();
-            self.merge_flags();
-        } else if self.flags.parked {
+        self.park_flags();
+        if self.flags.parked {
             self.merge_parked_flags();
         }
         self.flags = FlagState {
@@ -263,26 +290,10 @@ impl Emitter {
         };
     }
 
-    /// Merges the parked flags into the context's RFLAGS. Clobbers RSI and the host's flags.
-    fn merge_parked_flags(&mut self) {
-        dynasm!(self.ops ; .arch x64 ; mov rsi, QWORD [rbx + offset::PARKED_FLAGS]);
-        self.merge_flags();
-    }
-
-    /// Saves the guest's flags, if the host's are newer than the context's, before code that
-    /// clobbers them but does not leave: two instructions (PUSHFQ to the context), where
-    /// merging them into the context's RFLAGS takes five. The host's flags are lost.
-    pub(crate) fn park_flags(&mut self) {
-        if self.flags.stale {
-            dynasm!(self.ops ; .arch x64 ; pushfq ; pop QWORD [rbx + offset::PARKED_FLAGS]);
-            self.flags = FlagState {
-                parked: true,
-                in_host: false,
-                stale: false,
-            };
-        } else {
-            self.flags.in_host = false;
-        }
+    /// Code that clobbers the host's flags follows (the TLB lookup): they are parked first.
+    pub(crate) fn clobber_flags(&mut self) {
+        self.park_flags();
+        self.flags.in_host = false;
     }
 
     /// The guest's flags are in the host's now (an instruction just set them).
@@ -300,10 +311,8 @@ impl Emitter {
     /// `taken` with [`Emitter::take_branch`], passing on what this returns.
     pub(crate) fn branch_on_flags(&mut self, cc: u8, taken: DynamicLabel) -> bool {
         self.load_flags();
-        let stale = self.flags.stale;
-        if stale {
-            self.capture_flags();
-        }
+        self.park_flags();
+        let parked = self.flags.parked;
         match cc {
             0x0 => dynasm!(self.ops ; .arch x64 ; jo =>taken),
             0x1 => dynasm!(self.ops ; .arch x64 ; jno =>taken),
@@ -322,23 +331,23 @@ impl Emitter {
             0xe => dynasm!(self.ops ; .arch x64 ; jle =>taken),
             _ => dynasm!(self.ops ; .arch x64 ; jg =>taken),
         }
-        if stale {
-            self.merge_flags();
+        if parked {
+            self.merge_parked_flags();
         }
         self.flags = FlagState {
             parked: false,
             in_host: false,
             stale: false,
         };
-        stale
+        parked
     }
 
     /// Places the target of a conditional branch from [`Emitter::branch_on_flags`]: the
-    /// flags captured then are merged here too.
-    pub(crate) fn take_branch(&mut self, taken: DynamicLabel, stale: bool) {
+    /// flags parked then are merged here too.
+    pub(crate) fn take_branch(&mut self, taken: DynamicLabel, parked: bool) {
         dynasm!(self.ops ; .arch x64 ; =>taken);
-        if stale {
-            self.merge_flags();
+        if parked {
+            self.merge_parked_flags();
         }
         self.flags = FlagState {
             parked: false,
@@ -355,7 +364,7 @@ impl Emitter {
         self.load_imm(reg::RAX, at.rip);
         dynasm!(self.ops
             ; .arch x64
-            ; mov QWORD [rbx + offset::RIP], rax
+            ; mov QWORD [r15 + offset::RIP], rax
             ; mov eax, exit as i32
             ; jmp extern self.runtime.exit
         );
@@ -364,10 +373,10 @@ impl Emitter {
     /// Gives back the unrun instructions and counts the accesses made, for an exit at `at`.
     fn account(&mut self, at: ExitPoint) {
         if at.unrun > 0 {
-            dynasm!(self.ops ; .arch x64 ; add QWORD [rbx + offset::BUDGET], at.unrun as i32);
+            dynasm!(self.ops ; .arch x64 ; add QWORD [r15 + offset::BUDGET], at.unrun as i32);
         }
         if at.accesses > 0 {
-            dynasm!(self.ops ; .arch x64 ; add QWORD [rbx + offset::ACCESSES], at.accesses as i32);
+            dynasm!(self.ops ; .arch x64 ; add QWORD [r15 + offset::ACCESSES], at.accesses as i32);
         }
     }
 
@@ -399,22 +408,27 @@ impl Emitter {
         self.load_imm(reg::RAX, at.rip);
         dynasm!(self.ops
             ; .arch x64
-            ; mov QWORD [rbx + offset::RIP], rax
+            ; mov QWORD [r15 + offset::RIP], rax
             ; lea rax, [=>site]
-            ; mov QWORD [rbx + offset::PATCH_SITE], rax
+            ; mov QWORD [r15 + offset::PATCH_SITE], rax
             ; mov eax, Exit::Chain as i32
             ; jmp extern self.runtime.exit
         );
     }
 
-    /// Turns the linear address in RSI into the host address of `size` bytes there for a
+    /// Turns the linear address in R14 into the host address of `size` bytes there for a
     /// read or a `write`, through the TLB inline or the slow path; where neither gives one,
-    /// the block leaves at `exit` for the interpreter. The flags must be spilled, and RAX,
-    /// RCX and RDX given up ([`LOOKUP_SCRATCH`]).
-    pub(crate) fn translate_rsi(&mut self, size: u32, write: bool, bit: u16, mut exit: ExitPoint) {
+    /// the block leaves at `exit` for the interpreter. The flags must be parked or spilled.
+    /// Clobbers R12 and R13.
+    pub(crate) fn translate_address(
+        &mut self,
+        size: u32,
+        write: bool,
+        bit: u16,
+        mut exit: ExitPoint,
+    ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
         let parked = self.flags.parked;
-        debug_assert_eq!(self.cache.loaded & LOOKUP_SCRATCH, 0);
         exit.dirty = self.cache.dirty;
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
@@ -422,31 +436,32 @@ impl Emitter {
         let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
         debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
+        // R12: the page number, then the tag; R13: the entry.
         dynasm!(self.ops
             ; .arch x64
-            ; mov rax, rsi
-            ; shr rax, 12
-            ; mov rcx, rax
-            ; shr rcx, index_bits
-            ; xor rcx, rax
-            ; add rcx, QWORD [rbx + offset::TLB_SPREAD]
-            ; and ecx, index_mask
-            ; shl ecx, entry_shift
-            ; add rcx, QWORD [rbx + offset::TLB_ENTRIES]
-            ; lea rax, [rax + rax + 1]
-            ; cmp rax, QWORD [rcx + entry_layout::TAG as i32]
+            ; mov r12, r14
+            ; shr r12, 12
+            ; mov r13, r12
+            ; shr r13, index_bits
+            ; xor r13, r12
+            ; add r13, QWORD [r15 + offset::TLB_SPREAD]
+            ; and r13d, index_mask
+            ; shl r13d, entry_shift
+            ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
+            ; lea r12, [r12 + r12 + 1]
+            ; cmp r12, QWORD [r13 + entry_layout::TAG as i32]
             ; jne =>slow
-            ; mov eax, DWORD [rbx + offset::TLB_ROOT]
-            ; cmp eax, DWORD [rcx + entry_layout::ROOT as i32]
+            ; mov r12d, DWORD [r15 + offset::TLB_ROOT]
+            ; cmp r12d, DWORD [r13 + entry_layout::ROOT as i32]
             ; jne =>slow
-            ; test WORD [rcx + entry_layout::DIRECT as i32], bit as i16
+            ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
             ; jz =>slow
-            ; mov eax, esi
-            ; and eax, 0xfff
-            ; cmp eax, (0x1000 - size) as i32
+            ; mov r12d, r14d
+            ; and r12d, 0xfff
+            ; cmp r12d, (0x1000 - size) as i32
             ; ja =>slow
-            ; add rax, QWORD [rcx + entry_layout::HOST as i32]
-            ; mov rsi, rax
+            ; add r12, QWORD [r13 + entry_layout::HOST as i32]
+            ; mov r14, r12
             ; =>resume
         );
         self.slow_paths.push(SlowPath {
@@ -472,19 +487,20 @@ impl Emitter {
             }
             dynasm!(self.ops
                 ; .arch x64
-                ; mov rdi, rbx
+                ; mov rdi, r15
+                ; mov rsi, r14
                 ; mov edx, path.how as i32
                 ; mov rax, QWORD self.runtime.slow_access as i64
                 ; call rax
+                ; mov r14, rax
             );
             for &n in saved.iter().chain(saved.first().filter(|_| pad)).rev() {
                 dynasm!(self.ops ; .arch x64 ; pop Rq(n));
             }
             dynasm!(self.ops
                 ; .arch x64
-                ; test rax, rax
+                ; test r14, r14
                 ; jz =>failed
-                ; mov rsi, rax
                 ; jmp =>path.resume
                 ; =>failed
             );

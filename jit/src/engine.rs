@@ -364,7 +364,7 @@ fn entry_and_exit(buffer: &mut CodeBuffer) -> (usize, usize, usize) {
     let mut ops = VecAssembler::<X64Relocation>::new(base);
     let exit = ops.new_dynamic_label();
     // In: save the callee-saved registers blocks use, align the stack for calls (six pushes
-    // and the return address leave it 8 off), take the context into RBX, jump to the block.
+    // and the return address leave it 8 off), take the context into R15, jump to the block.
     // Out: the exit code is in EAX already.
     dynasm!(ops
         ; .arch x64
@@ -375,7 +375,7 @@ fn entry_and_exit(buffer: &mut CodeBuffer) -> (usize, usize, usize) {
         ; push r14
         ; push r15
         ; sub rsp, 8
-        ; mov rbx, rdi
+        ; mov r15, rdi
         ; jmp rsi
         ; =>exit
         ; add rsp, 8

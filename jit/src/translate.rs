@@ -2,7 +2,7 @@
 //!
 //! Guest and host share an instruction set, so most integer instructions are *re-encoded*:
 //! the host runs the guest's own instruction, with its registers renamed to host registers
-//! loaded from the context, and its memory operand replaced by `[rsi]` once RSI holds the host
+//! loaded from the context, and its memory operand replaced by `[r14]` once R14 holds the host
 //! address of the guest operand (see [`crate::emitter`]). The host's flags are then the guest's,
 //! exactly, undefined flags included (the interpreter also runs these instructions on the
 //! host). Stack and control-flow instructions are written out by hand. Anything else ends the
@@ -17,12 +17,12 @@
 use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{
     Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, Instruction,
-    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
 };
 use umbra_cpu::interp::cpuid;
 
 use crate::context::{Exit, offset};
-use crate::emitter::{Emitter, ExitPoint, LOOKUP_SCRATCH, Runtime, reg};
+use crate::emitter::{Emitter, ExitPoint, Runtime, reg};
 
 /// The most instructions one block holds.
 pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
@@ -352,16 +352,33 @@ fn runs_natively(i: &Instruction) -> bool {
 }
 
 /// Whether `i` needs the guest's flags in the host's before it runs: it reads some, or
-/// writes only some (the others must survive), or may write none (a shift or rotate by 0).
+/// writes only some (the others must survive), or is a shift or rotate.
 fn needs_flags(i: &Instruction) -> bool {
-    use Mnemonic::*;
     let modified = i.rflags_modified();
-    i.rflags_read() != 0
-        || (modified != 0 && modified != 0x3f)
-        || matches!(
-            i.mnemonic(),
-            Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd
-        )
+    i.rflags_read() != 0 || (modified != 0 && modified != 0x3f) || is_shift_or_rotate(i)
+}
+
+/// Whether the guest's CF is all `i` needs of the flags before it runs: it reads no other,
+/// and writes every other or none (see [`Emitter::load_carry`]).
+fn needs_carry_only(i: &Instruction) -> bool {
+    let carry = RflagsBits::CF;
+    let modified = i.rflags_modified();
+    let kept = 0x3f & !modified & !carry;
+    needs_flags(i)
+        && !is_shift_or_rotate(i)
+        && i.rflags_read() & !carry == 0
+        && (modified == 0 || kept == 0)
+}
+
+/// Whether `i` shifts or rotates: it may write no flag (a count of 0), and iced-x86's flag
+/// lists for it follow the count it can see (an 8-bit RCR by 9 writes none by them, where the
+/// processor writes OF, which the SDM leaves undefined).
+fn is_shift_or_rotate(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    matches!(
+        i.mnemonic(),
+        Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd
+    )
 }
 
 /// The number (0 = RAX .. 15 = R15) of general register `r`.
@@ -421,7 +438,7 @@ impl BlockTranslator {
         let length = self.length as i32;
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; sub QWORD [rbx + offset::BUDGET], length
+            ; sub QWORD [r15 + offset::BUDGET], length
             ; jge =>body
             ; =>out
         );
@@ -513,15 +530,15 @@ impl BlockTranslator {
             }
             Lowering::JumpIndirect => {
                 self.emitter.flush(ALL_REGISTERS);
-                self.target_into_r12(i);
-                self.leave_for_r12();
+                self.target_into_rbx(i);
+                self.leave_for_rbx();
                 return true;
             }
             Lowering::CallIndirect => {
                 self.emitter.flush(ALL_REGISTERS);
-                self.target_into_r12(i);
+                self.target_into_rbx(i);
                 self.push_value(i, i.next_ip());
-                self.leave_for_r12();
+                self.leave_for_rbx();
                 return true;
             }
             Lowering::Interpret => {
@@ -539,9 +556,9 @@ impl BlockTranslator {
         self.interpreted.push((i.ip(), i.mnemonic()));
     }
 
-    /// Leaves the block for the address in R12 (an indirect jump's target).
-    fn leave_for_r12(&mut self) {
-        dynasm!(self.emitter.ops ; .arch x64 ; mov QWORD [rbx + offset::RIP], r12);
+    /// Leaves the block for the address in RBX (an indirect jump's target).
+    fn leave_for_rbx(&mut self) {
+        dynasm!(self.emitter.ops ; .arch x64 ; mov QWORD [r15 + offset::RIP], rbx);
         let at = ExitPoint {
             rip: 0,
             unrun: self.length - self.index - 1,
@@ -551,9 +568,9 @@ impl BlockTranslator {
         self.emitter.exit_stored_rip(Exit::Jump, at);
     }
 
-    /// RSI <- the linear address of `i`'s memory operand (without a segment base for LEA).
+    /// R14 <- the linear address of `i`'s memory operand (without a segment base for LEA).
     /// Flag-free: only MOV and LEA; clobbers RAX.
-    fn address_into_rsi(&mut self, i: &Instruction, with_segment: bool) {
+    fn address_into_r14(&mut self, i: &Instruction, with_segment: bool) {
         let base = i.memory_base();
         let index = i.memory_index();
         // iced gives RIP- and EIP-relative operands' absolute address here, and the others'
@@ -562,33 +579,33 @@ impl BlockTranslator {
         if matches!(base, Register::RIP | Register::EIP)
             || (base == Register::None && index == Register::None)
         {
-            self.emitter.load_imm(reg::RSI, disp);
+            self.emitter.load_imm(reg::ADDRESS, disp);
         } else {
             let ops = &mut self.emitter.ops;
             let disp = disp as i64 as i32;
             if base != Register::None {
                 let b = gpr_number(base);
-                dynasm!(ops ; .arch x64 ; mov rsi, QWORD [rbx + offset::gpr(b)]);
+                dynasm!(ops ; .arch x64 ; mov r14, QWORD [r15 + offset::gpr(b)]);
             } else {
-                dynasm!(ops ; .arch x64 ; mov esi, 0);
+                dynasm!(ops ; .arch x64 ; mov r14d, 0);
             }
             if index != Register::None {
                 let x = gpr_number(index);
-                dynasm!(ops ; .arch x64 ; mov rax, QWORD [rbx + offset::gpr(x)]);
+                dynasm!(ops ; .arch x64 ; mov r12, QWORD [r15 + offset::gpr(x)]);
                 match (i.memory_index_scale(), is_addr32(i)) {
-                    (1, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax + disp]),
-                    (2, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 2 + disp]),
-                    (4, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 4 + disp]),
-                    (_, false) => dynasm!(ops ; .arch x64 ; lea rsi, [rsi + rax * 8 + disp]),
-                    (1, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax + disp]),
-                    (2, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 2 + disp]),
-                    (4, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 4 + disp]),
-                    (_, true) => dynasm!(ops ; .arch x64 ; lea esi, [rsi + rax * 8 + disp]),
+                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 + disp]),
+                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 2 + disp]),
+                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 4 + disp]),
+                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 8 + disp]),
+                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 + disp]),
+                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 2 + disp]),
+                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 4 + disp]),
+                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 8 + disp]),
                 }
             } else if is_addr32(i) {
-                dynasm!(ops ; .arch x64 ; lea esi, [rsi + disp]);
+                dynasm!(ops ; .arch x64 ; lea r14d, [r14 + disp]);
             } else if disp != 0 {
-                dynasm!(ops ; .arch x64 ; lea rsi, [rsi + disp]);
+                dynasm!(ops ; .arch x64 ; lea r14, [r14 + disp]);
             }
         }
         if with_segment {
@@ -600,32 +617,31 @@ impl BlockTranslator {
             if let Some(at) = segment_base {
                 dynasm!(self.emitter.ops
                     ; .arch x64
-                    ; mov rax, QWORD [rbx + at]
-                    ; lea rsi, [rsi + rax]
+                    ; mov r12, QWORD [r15 + at]
+                    ; lea r14, [r14 + r12]
                 );
             }
         }
     }
 
-    /// RSI <- the host address of `i`'s memory operand for a read or a `write` of `size`
+    /// R14 <- the host address of `i`'s memory operand for a read or a `write` of `size`
     /// bytes, or an exit to the interpreter before `i`.
-    fn access_into_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
-        self.emitter.park_flags();
-        self.emitter.flush(LOOKUP_SCRATCH);
+    fn access_into_r14(&mut self, i: &Instruction, size: u32, write: bool) {
+        self.emitter.clobber_flags();
         self.emitter.write_back(address_registers(i));
-        self.address_into_rsi(i, true);
-        self.translate_rsi(i, size, write);
+        self.address_into_r14(i, true);
+        self.translate_address(i, size, write);
     }
 
-    /// The inline lookup for the address in RSI, leaving before `i` on failure.
-    fn translate_rsi(&mut self, i: &Instruction, size: u32, write: bool) {
+    /// The inline lookup for the address in R14, leaving before `i` on failure.
+    fn translate_address(&mut self, i: &Instruction, size: u32, write: bool) {
         let bit = if write {
             self.start.write_bit
         } else {
             self.start.read_bit
         };
         let exit = self.before(i.ip());
-        self.emitter.translate_rsi(size, write, bit, exit);
+        self.emitter.translate_address(size, write, bit, exit);
         self.accesses += 1;
     }
 
@@ -636,9 +652,11 @@ impl BlockTranslator {
             return false;
         };
         if let Some((size, write)) = plan.memory {
-            self.access_into_rsi(i, size, write);
+            self.access_into_r14(i, size, write);
         }
-        if needs_flags(i) {
+        if needs_carry_only(i) {
+            self.emitter.load_carry();
+        } else if needs_flags(i) {
             self.emitter.load_flags();
         }
         for &(host, guest, _) in &plan.registers {
@@ -660,16 +678,16 @@ impl BlockTranslator {
                 self.emitter.store_gpr(guest, host);
             }
         }
-        if i.rflags_modified() != 0 {
+        if i.rflags_modified() != 0 || is_shift_or_rotate(i) {
             self.emitter.flags_written();
         }
         true
     }
 
-    /// How `i` runs on the host: its registers renamed away from RBX, RSP and RSI, its memory
-    /// operand made `[rsi]`, encoded.
+    /// How `i` runs on the host: its registers renamed away from RSP, R14 and R15, its memory
+    /// operand made `[r14]`, encoded.
     fn rename(&mut self, i: &Instruction) -> Option<NativePlan> {
-        let reserved = |n: u8| matches!(n, reg::RBX | reg::RSP | reg::RSI);
+        let reserved = |n: u8| HOMELESS_GUESTS & (1 << n) != 0;
         let mut used = 0u16;
         for r in self.info.info(i).used_registers() {
             if r.register().is_gpr() {
@@ -705,7 +723,7 @@ impl BlockTranslator {
                 .iter()
                 .any(|m| !matches!(m.access(), OpAccess::Read | OpAccess::CondRead));
             plan_memory = Some((i.memory_size().size() as u32, write));
-            rewritten.set_memory_base(Register::RSI);
+            rewritten.set_memory_base(Register::R14);
             rewritten.set_memory_index(Register::None);
             rewritten.set_memory_index_scale(1);
             rewritten.set_memory_displacement64(0);
@@ -725,7 +743,7 @@ impl BlockTranslator {
                 continue;
             }
             let host = gpr_number(register);
-            if host == reg::RSI && memory {
+            if host == reg::ADDRESS && memory {
                 continue;
             }
             if reserved(host) {
@@ -752,8 +770,7 @@ impl BlockTranslator {
     /// LEA: the address, truncated to the operand size, into the destination.
     fn lea(&mut self, i: &Instruction) {
         self.emitter.write_back(address_registers(i));
-        self.emitter.flush(1 << reg::RAX);
-        self.address_into_rsi(i, false);
+        self.address_into_r14(i, false);
         let dst = gpr_number(i.op0_register());
         let size = i.op0_register().size();
         if HOMELESS_GUESTS & (1 << dst) == 0 {
@@ -762,22 +779,22 @@ impl BlockTranslator {
             }
             let ops = &mut self.emitter.ops;
             match size {
-                8 => dynasm!(ops ; .arch x64 ; mov Rq(dst), rsi),
-                4 => dynasm!(ops ; .arch x64 ; mov Rd(dst), esi),
-                _ => dynasm!(ops ; .arch x64 ; mov Rw(dst), si),
+                8 => dynasm!(ops ; .arch x64 ; mov Rq(dst), r14),
+                4 => dynasm!(ops ; .arch x64 ; mov Rd(dst), r14d),
+                _ => dynasm!(ops ; .arch x64 ; mov Rw(dst), r14w),
             }
             self.emitter.home_written(dst);
             return;
         }
         let ops = &mut self.emitter.ops;
         match size {
-            8 => dynasm!(ops ; .arch x64 ; mov QWORD [rbx + offset::gpr(dst)], rsi),
+            8 => dynasm!(ops ; .arch x64 ; mov QWORD [r15 + offset::gpr(dst)], r14),
             4 => dynasm!(ops
                 ; .arch x64
-                ; mov esi, esi
-                ; mov QWORD [rbx + offset::gpr(dst)], rsi
+                ; mov r14d, r14d
+                ; mov QWORD [r15 + offset::gpr(dst)], r14
             ),
-            _ => dynasm!(ops ; .arch x64 ; mov WORD [rbx + offset::gpr(dst)], si),
+            _ => dynasm!(ops ; .arch x64 ; mov WORD [r15 + offset::gpr(dst)], r14w),
         }
     }
 
@@ -806,17 +823,17 @@ impl BlockTranslator {
         let stack_pointer = offset::gpr(reg::RSP);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov rsi, QWORD [rbx + stack_pointer]
-            ; lea rsi, [rsi - 8]
+            ; mov r14, QWORD [r15 + stack_pointer]
+            ; lea r14, [r14 - 8]
         );
-        self.translate_rsi(i, 8, true);
+        self.translate_address(i, 8, true);
         value(&mut self.emitter);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov QWORD [rsi], rax
-            ; mov rax, QWORD [rbx + stack_pointer]
+            ; mov QWORD [r14], rax
+            ; mov rax, QWORD [r15 + stack_pointer]
             ; lea rax, [rax - 8]
-            ; mov QWORD [rbx + stack_pointer], rax
+            ; mov QWORD [r15 + stack_pointer], rax
         );
     }
 
@@ -824,12 +841,12 @@ impl BlockTranslator {
     fn stack_load(&mut self, i: &Instruction, release: i32) {
         self.emitter.spill_flags();
         let stack_pointer = offset::gpr(reg::RSP);
-        dynasm!(self.emitter.ops ; .arch x64 ; mov rsi, QWORD [rbx + stack_pointer]);
-        self.translate_rsi(i, 8, false);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + stack_pointer]);
+        self.translate_address(i, 8, false);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov rax, QWORD [rsi]
-            ; mov rcx, QWORD [rbx + stack_pointer]
+            ; mov rax, QWORD [r14]
+            ; mov rcx, QWORD [r15 + stack_pointer]
             ; lea rcx, [rcx + (8 + release)]
         );
     }
@@ -840,8 +857,8 @@ impl BlockTranslator {
         let dst = gpr_number(i.op0_register());
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov QWORD [rbx + offset::gpr(reg::RSP)], rcx
-            ; mov QWORD [rbx + offset::gpr(dst)], rax
+            ; mov QWORD [r15 + offset::gpr(reg::RSP)], rcx
+            ; mov QWORD [r15 + offset::gpr(dst)], rax
         );
     }
 
@@ -857,25 +874,26 @@ impl BlockTranslator {
         self.emitter.require_canonical_rax(self.before(i.ip()));
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov QWORD [rbx + offset::gpr(reg::RSP)], rdx
-            ; mov QWORD [rbx + offset::RIP], rax
+            ; mov QWORD [r15 + offset::gpr(reg::RSP)], rdx
+            ; mov QWORD [r15 + offset::RIP], rax
         );
         let at = self.after(0);
         self.emitter.exit_stored_rip(Exit::Jump, at);
     }
 
-    /// R12 <- the target of an indirect JMP or CALL, checked canonical.
-    fn target_into_r12(&mut self, i: &Instruction) {
+    /// RBX <- the target of an indirect JMP or CALL, checked canonical (RBX is callee-saved:
+    /// a slow-path call keeps it; every home was given up before).
+    fn target_into_rbx(&mut self, i: &Instruction) {
         self.emitter.spill_flags();
         if i.op0_kind() == OpKind::Register {
             self.emitter
                 .load_gpr(reg::RAX, gpr_number(i.op0_register()));
         } else {
-            self.access_into_rsi(i, 8, false);
-            dynasm!(self.emitter.ops ; .arch x64 ; mov rax, QWORD [rsi]);
+            self.access_into_r14(i, 8, false);
+            dynasm!(self.emitter.ops ; .arch x64 ; mov rax, QWORD [r14]);
         }
         self.emitter.require_canonical_rax(self.before(i.ip()));
-        dynasm!(self.emitter.ops ; .arch x64 ; mov r12, rax);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov rbx, rax);
     }
 
     /// Jcc: both ways leave the block.
