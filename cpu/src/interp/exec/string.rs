@@ -8,6 +8,13 @@
 //! registers as the completed iterations left them, except that a REPE or REPNE CMPS or SCAS
 //! puts RFLAGS back as it was before the instruction (SDM Vol. 2B, REP), so that it resumes
 //! as if it had not begun.
+//!
+//! REP MOVS and REP STOS in 64-bit mode copy or fill RAM a page run at a time
+//! ([`Interpreter::bulk_string`]) where nothing needs to see each element: forward, no
+//! single-stepping, watchpoints or alignment checks, source and destination not overlapping
+//! within the run, both in RAM that the TLB lets them reach directly. Each run is what the
+//! elements would have done one by one, and a run stops at a page boundary, so a fault is
+//! taken by the element-by-element path with the registers as the SDM leaves them.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -16,7 +23,8 @@ use crate::interp::exception::Exception;
 use crate::interp::operands::size_mask;
 use crate::interp::segmentation::SegReg;
 use crate::interp::{Interpreter, StepEvent};
-use crate::state::{RFLAGS_DF, RFLAGS_TF};
+use crate::state::{CpuMode, RFLAGS_AC, RFLAGS_DF, RFLAGS_TF};
+use umbra_mmu::walker::AccessKind;
 
 /// How many iterations a REP string instruction runs before giving the loop a chance to
 /// deliver interrupts.
@@ -110,10 +118,38 @@ impl Interpreter {
             _ => Register::RAX,
         };
         let rflags_before = self.regs.rflags;
+        let bulk = repeated
+            && matches!(op, StringOp::Movs | StringOp::Stos)
+            && address_size == 8
+            && self.mode() == CpuMode::Long
+            && self.regs.rflags & (RFLAGS_DF | RFLAGS_TF | RFLAGS_AC) == 0
+            && !self.watching();
         let mut iterations = 0;
         loop {
             if repeated && self.reg(cx) == 0 {
                 return Ok(Some(()));
+            }
+            if bulk {
+                let limit = (ITERATIONS_PER_STEP - iterations).min(self.reg(cx) as u32);
+                let done = self.bulk_string(op, source_seg, size, acc, limit);
+                if done > 0 {
+                    let bytes = done as u64 * size as u64;
+                    if op == StringOp::Movs {
+                        self.set_reg(si, self.reg(si).wrapping_add(bytes));
+                    }
+                    self.set_reg(di, self.reg(di).wrapping_add(bytes));
+                    let remaining = self.reg(cx) - u64::from(done);
+                    self.set_reg(cx, remaining);
+                    iterations += done;
+                    if remaining == 0 {
+                        return Ok(Some(()));
+                    }
+                    if iterations >= ITERATIONS_PER_STEP {
+                        self.next_rip = self.regs.rip;
+                        return Ok(Some(()));
+                    }
+                    continue;
+                }
             }
             let source = self.reg(si);
             let destination = self.reg(di);
@@ -201,6 +237,82 @@ impl Interpreter {
                 return Ok(Some(()));
             }
         }
+    }
+}
+
+impl Interpreter {
+    /// Runs up to `limit` iterations of a forward REP MOVS or REP STOS of `size`-byte
+    /// elements (rSI, rDI and rCX as the instruction left them) as one copy or fill, within
+    /// one page of source and of destination: how many it ran, 0 where it cannot (the
+    /// caller then runs the next element alone).
+    fn bulk_string(
+        &mut self,
+        op: StringOp,
+        source_seg: SegReg,
+        size: usize,
+        acc: Register,
+        limit: u32,
+    ) -> u32 {
+        let to_page_end = |linear: u64| 0x1000 - (linear & 0xfff) as usize;
+        let Ok(destination) = self.linear(SegReg::Es, self.reg(Register::RDI), 1, true) else {
+            return 0;
+        };
+        let mut bytes = to_page_end(destination).min(limit as usize * size);
+        let source = if op == StringOp::Movs {
+            let Ok(source) = self.linear(source_seg, self.reg(Register::RSI), 1, false) else {
+                return 0;
+            };
+            bytes = bytes.min(to_page_end(source));
+            // Forward element-by-element copying into a destination ahead of the source
+            // repeats the source's first elements: not a plain copy.
+            let overlaps = destination > source && destination - source < bytes as u64;
+            if overlaps {
+                return 0;
+            }
+            Some(source)
+        } else {
+            None
+        };
+        let elements = bytes / size;
+        if elements == 0 || !self.canonical(destination) {
+            return 0;
+        }
+        let bytes = elements * size;
+        // The source first, as the elements would touch it: a fault on either leaves the
+        // accessed and dirty bits as the element-by-element path will.
+        let from = match source {
+            Some(source) => {
+                let read = self.access(AccessKind::Read);
+                if !self.canonical(source) {
+                    return 0;
+                }
+                let Some(from) = self.translate(source, read).ok().and_then(|m| m.host) else {
+                    return 0;
+                };
+                Some(from)
+            }
+            None => None,
+        };
+        let write = self.access(AccessKind::Write);
+        let Some(to) = self.translate(destination, write).ok().and_then(|m| m.host) else {
+            return 0;
+        };
+        let mut buffer = [0u8; 0x1000];
+        let data = &mut buffer[..bytes];
+        match from {
+            // SAFETY: both mappings were translated in this instruction and the run stays
+            // within each page.
+            Some(from) => unsafe { self.mmu.read_host(from, data) },
+            None => {
+                let value = self.reg(acc).to_le_bytes();
+                for element in data.chunks_exact_mut(size) {
+                    element.copy_from_slice(&value[..size]);
+                }
+            }
+        }
+        // SAFETY: as above, for the destination translated for a write.
+        unsafe { self.mmu.write_host(to, data) };
+        elements as u32
     }
 }
 
