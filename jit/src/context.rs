@@ -4,6 +4,10 @@
 //! While a block runs, R15 holds the address of a [`BlockContext`]; the guest's general
 //! registers, RIP and RFLAGS live in it (copied in from the interpreter before the dispatcher
 //! enters generated code, and back after), and are exact at every exit.
+//!
+//! The arithmetic flags travel in the form LAHF and SETO give them ([`park_flags`] and
+//! [`unpark_flags`] convert), so that generated code saves and restores them with a few simple
+//! instructions.
 
 use std::mem::offset_of;
 
@@ -15,7 +19,8 @@ pub struct BlockContext {
     pub gpr: [u64; 16],
     /// The guest's RIP: written at every exit.
     pub rip: u64,
-    /// The guest's RFLAGS: its arithmetic flags are written back before every exit.
+    /// The guest's RFLAGS but for its arithmetic flags, which are in `parked_flags` while
+    /// generated code runs.
     pub rflags: u64,
     /// FS's base, added to FS-relative addresses.
     pub fs_base: u64,
@@ -36,8 +41,8 @@ pub struct BlockContext {
     pub tlb_spread: u64,
     /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
     pub patch_site: u64,
-    /// The host's RFLAGS, as PUSHFQ saved them across an inline TLB lookup, when their
-    /// arithmetic flags are the guest's and newer than `rflags`'.
+    /// The guest's arithmetic flags as LAHF and SETO leave them: bits 15:8 are RFLAGS' low
+    /// byte (SF, ZF, AF, PF, CF), bit 0 is OF.
     pub parked_flags: u64,
     /// Accesses the inline lookup sent to the slow path.
     pub slow_accesses: u64,
@@ -77,6 +82,37 @@ pub mod offset {
     pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
     /// The parked flags.
     pub const PARKED_FLAGS: i32 = offset_of!(BlockContext, parked_flags) as i32;
+}
+
+/// RFLAGS' arithmetic flags: OF, SF, ZF, AF, PF, CF.
+const ARITHMETIC_FLAGS: u64 = 0x8d5;
+
+/// `rflags`' arithmetic flags in the parked form.
+pub fn park_flags(rflags: u64) -> u64 {
+    ((rflags & 0xd5) << 8) | ((rflags >> 11) & 1)
+}
+
+/// `rflags` with its arithmetic flags replaced by the `parked` ones.
+pub fn unpark_flags(rflags: u64, parked: u64) -> u64 {
+    (rflags & !ARITHMETIC_FLAGS) | ((parked >> 8) & 0xd5) | ((parked & 1) << 11)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_park_and_unpark_to_themselves() {
+        for flags in 0..0x1000u64 {
+            let rflags = 0x202 | flags;
+            let parked = park_flags(rflags);
+            assert_eq!(
+                unpark_flags(0x202, parked),
+                0x202 | (flags & ARITHMETIC_FLAGS)
+            );
+            assert_eq!(unpark_flags(rflags, parked), rflags);
+        }
+    }
 }
 
 /// Why generated code returned to the dispatcher (in EAX).

@@ -2,8 +2,7 @@
 //! the block context and the host, the inline TLB lookup with its slow path, and exits.
 //!
 //! Conventions inside generated code: R15 holds the [`BlockContext`](crate::context) address;
-//! R14 holds an access's linear, then host, address, and carries the flags on their way into
-//! the context's RFLAGS; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
+//! R14 holds an access's linear, then host, address; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
 //! Every other guest register has a *home*, the host register of the same number, where it is
 //! kept between instructions once loaded ([`RegisterCache`]), and stored back to the context
 //! before control can leave the block, so that the context is exact at every exit. R12 and R13
@@ -12,9 +11,9 @@
 //! R12-R15 have no home: an instruction using them gets them in a borrowed register for its
 //! own duration.
 //!
-//! The guest's arithmetic flags are either in the context or live in the host's RFLAGS
-//! ([`FlagState`]); the state is tracked while translating, so that flags are saved only
-//! before code that clobbers them or leaves.
+//! The guest's arithmetic flags are parked in the context between blocks, or live in the
+//! host's RFLAGS inside one ([`FlagState`]); the state is tracked while translating, so that
+//! flags are parked only before code that clobbers them or leaves.
 
 // dynasm's `Rq(n)` calls `.into()` on a register number that is already a `u8`.
 #![allow(clippy::useless_conversion)]
@@ -24,9 +23,6 @@ use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{Exit, offset};
-
-/// RFLAGS' arithmetic flags: OF, SF, ZF, AF, PF, CF.
-pub(crate) const ARITHMETIC_FLAGS: u32 = 0x8d5;
 
 /// Host register numbers.
 pub(crate) mod reg {
@@ -66,14 +62,14 @@ fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
     (0..16u8).filter(move |n| mask & (1 << n) != 0)
 }
 
-/// Where the guest's arithmetic flags are.
+/// Where the guest's arithmetic flags are. Between blocks, and at every exit, they are in
+/// the context's `parked_flags`, as LAHF and SETO leave them (AH: SF, ZF, AF, PF, CF; AL: OF);
+/// inside a block they may be newer in the host's RFLAGS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FlagState {
-    /// They are parked in the context's `parked_flags` (LAHF and SETO), newer than its RFLAGS.
-    pub parked: bool,
     /// The host's RFLAGS hold them.
     pub in_host: bool,
-    /// The context's copy is older than the host's.
+    /// The parked copy is older than the host's (only while `in_host`).
     pub stale: bool,
 }
 
@@ -86,8 +82,6 @@ struct SlowPath {
     how: u32,
     /// Homes holding guest registers that the helper may clobber: saved around the call.
     saved: u16,
-    /// The guest's flags are parked: the way out merges them.
-    parked: bool,
     /// Where the interpreter takes over.
     exit: ExitPoint,
 }
@@ -133,7 +127,6 @@ impl Emitter {
             ops: VecAssembler::new(base),
             runtime,
             flags: FlagState {
-                parked: false,
                 in_host: false,
                 stale: false,
             },
@@ -203,22 +196,10 @@ impl Emitter {
         if self.flags.in_host {
             return;
         }
-        dynasm!(self.ops ; .arch x64 ; mov r12, rax);
-        if self.flags.parked {
-            dynasm!(self.ops ; .arch x64 ; mov ax, WORD [r15 + offset::PARKED_FLAGS]);
-        } else {
-            dynasm!(self.ops
-                ; .arch x64
-                ; mov eax, DWORD [r15 + offset::RFLAGS]
-                ; mov r13d, eax
-                ; shr r13d, 11
-                ; and r13d, 1
-                ; shl eax, 8
-                ; mov al, r13b
-            );
-        }
         dynasm!(self.ops
             ; .arch x64
+            ; mov r12, rax
+            ; mov ax, WORD [r15 + offset::PARKED_FLAGS]
             ; add al, 0x7f
             ; sahf
             ; mov rax, r12
@@ -226,23 +207,17 @@ impl Emitter {
         self.flags.in_host = true;
     }
 
-    /// Makes the host's CF the guest's, with BT from wherever the guest's flags are: for an
-    /// instruction that reads no other flag and leaves no other unwritten (INC, DEC, ADC,
-    /// SBB...). The host's other flags are not the guest's afterwards.
+    /// Makes the host's CF the guest's with one BT: for an instruction that reads no other
+    /// flag and leaves no other unwritten (INC, DEC, ADC, SBB...). The host's other flags
+    /// are not the guest's afterwards.
     pub(crate) fn load_carry(&mut self) {
-        if self.flags.in_host {
-            return;
-        }
-        if self.flags.parked {
+        if !self.flags.in_host {
             dynasm!(self.ops ; .arch x64 ; bt QWORD [r15 + offset::PARKED_FLAGS], 8);
-        } else {
-            dynasm!(self.ops ; .arch x64 ; bt QWORD [r15 + offset::RFLAGS], 0);
         }
     }
 
-    /// Parks the host's flags, when they are newer than the context's, in the context's
-    /// `parked_flags` as LAHF and SETO leave them (AH: SF, ZF, AF, PF, CF; AL: OF): five
-    /// simple instructions that change no flag (PUSHFQ is microcoded and slow). RAX is kept.
+    /// Parks the host's flags when they are newer than the parked copy: five simple
+    /// instructions that change no flag (PUSHFQ is microcoded and slow). RAX is kept.
     pub(crate) fn park_flags(&mut self) {
         if !self.flags.stale {
             return;
@@ -255,43 +230,11 @@ impl Emitter {
             ; mov WORD [r15 + offset::PARKED_FLAGS], ax
             ; mov rax, r12
         );
-        self.flags = FlagState {
-            parked: true,
-            in_host: true,
-            stale: false,
-        };
+        self.flags.stale = false;
     }
 
-    /// Merges the parked flags into the context's RFLAGS. Clobbers R14 and the host's flags.
-    fn merge_parked_flags(&mut self) {
-        dynasm!(self.ops
-            ; .arch x64
-            ; movzx r14d, BYTE [r15 + offset::PARKED_FLAGS + 1]
-            ; and r14d, (ARITHMETIC_FLAGS & 0xff) as i32
-            ; and QWORD [r15 + offset::RFLAGS], !(ARITHMETIC_FLAGS as i32)
-            ; or QWORD [r15 + offset::RFLAGS], r14
-            ; movzx r14d, BYTE [r15 + offset::PARKED_FLAGS]
-            ; shl r14d, 11
-            ; or QWORD [r15 + offset::RFLAGS], r14
-        );
-    }
-
-    /// Makes the context's flags current, before code that leaves the block. The host's
-    /// flags are lost.
+    /// Code that clobbers the host's flags, or leaves the block, follows: they are parked.
     pub(crate) fn spill_flags(&mut self) {
-        self.park_flags();
-        if self.flags.parked {
-            self.merge_parked_flags();
-        }
-        self.flags = FlagState {
-            parked: false,
-            in_host: false,
-            stale: false,
-        };
-    }
-
-    /// Code that clobbers the host's flags follows (the TLB lookup): they are parked first.
-    pub(crate) fn clobber_flags(&mut self) {
         self.park_flags();
         self.flags.in_host = false;
     }
@@ -299,20 +242,17 @@ impl Emitter {
     /// The guest's flags are in the host's now (an instruction just set them).
     pub(crate) fn flags_written(&mut self) {
         self.flags = FlagState {
-            parked: false,
             in_host: true,
             stale: true,
         };
     }
 
     /// A conditional branch on the guest's flags to `taken` when condition `cc` holds
-    /// (numbered as in Jcc's opcode, 0 = O .. 15 = G). Whichever way it goes, the block
-    /// leaves with the flags saved: the fall-through merges them here, and the caller places
-    /// `taken` with [`Emitter::take_branch`], passing on what this returns.
-    pub(crate) fn branch_on_flags(&mut self, cc: u8, taken: DynamicLabel) -> bool {
+    /// (numbered as in Jcc's opcode, 0 = O .. 15 = G); both ways leave with the flags
+    /// parked.
+    pub(crate) fn branch_on_flags(&mut self, cc: u8, taken: DynamicLabel) {
         self.load_flags();
         self.park_flags();
-        let parked = self.flags.parked;
         match cc {
             0x0 => dynasm!(self.ops ; .arch x64 ; jo =>taken),
             0x1 => dynasm!(self.ops ; .arch x64 ; jno =>taken),
@@ -331,34 +271,12 @@ impl Emitter {
             0xe => dynasm!(self.ops ; .arch x64 ; jle =>taken),
             _ => dynasm!(self.ops ; .arch x64 ; jg =>taken),
         }
-        if parked {
-            self.merge_parked_flags();
-        }
-        self.flags = FlagState {
-            parked: false,
-            in_host: false,
-            stale: false,
-        };
-        parked
-    }
-
-    /// Places the target of a conditional branch from [`Emitter::branch_on_flags`]: the
-    /// flags parked then are merged here too.
-    pub(crate) fn take_branch(&mut self, taken: DynamicLabel, parked: bool) {
-        dynasm!(self.ops ; .arch x64 ; =>taken);
-        if parked {
-            self.merge_parked_flags();
-        }
-        self.flags = FlagState {
-            parked: false,
-            in_host: false,
-            stale: false,
-        };
+        self.flags.in_host = false;
     }
 
     /// Leaves the block at `at` with `exit`, RIP set to `at.rip`. The flags must be spilled.
     pub(crate) fn exit(&mut self, exit: Exit, at: ExitPoint) {
-        debug_assert!(!self.flags.stale && !self.flags.parked);
+        debug_assert!(!self.flags.stale);
         self.store_homes(at.dirty);
         self.account(at);
         self.load_imm(reg::RAX, at.rip);
@@ -382,7 +300,7 @@ impl Emitter {
 
     /// Leaves the block at `at` with RIP already stored in the context.
     pub(crate) fn exit_stored_rip(&mut self, exit: Exit, at: ExitPoint) {
-        debug_assert!(!self.flags.stale && !self.flags.parked);
+        debug_assert!(!self.flags.stale);
         self.store_homes(at.dirty);
         self.account(at);
         dynasm!(self.ops
@@ -395,7 +313,7 @@ impl Emitter {
     /// Leaves the block for a direct jump to `at.rip` on the block's own page: through a
     /// `jmp rel32` that the dispatcher patches to the target's block once it has one.
     pub(crate) fn exit_chained(&mut self, at: ExitPoint) {
-        debug_assert!(!self.flags.stale && !self.flags.parked);
+        debug_assert!(!self.flags.stale);
         self.store_homes(at.dirty);
         self.account(at);
         let site = self.ops.new_dynamic_label();
@@ -418,7 +336,7 @@ impl Emitter {
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a
     /// read or a `write`, through the TLB inline or the slow path; where neither gives one,
-    /// the block leaves at `exit` for the interpreter. The flags must be parked or spilled.
+    /// the block leaves at `exit` for the interpreter. The flags must be parked.
     /// Clobbers R12 and R13.
     pub(crate) fn translate_address(
         &mut self,
@@ -428,7 +346,6 @@ impl Emitter {
         mut exit: ExitPoint,
     ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
-        let parked = self.flags.parked;
         exit.dirty = self.cache.dirty;
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
@@ -469,7 +386,6 @@ impl Emitter {
             resume,
             how: size | u32::from(write) << 8,
             saved: self.cache.loaded & HELPER_CLOBBERS,
-            parked,
             exit,
         });
     }
@@ -504,11 +420,7 @@ impl Emitter {
                 ; jmp =>path.resume
                 ; =>failed
             );
-            if path.parked {
-                self.merge_parked_flags();
-            }
             self.flags = FlagState {
-                parked: false,
                 in_host: false,
                 stale: false,
             };

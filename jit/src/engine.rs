@@ -13,7 +13,7 @@ use umbra_cpu::state::Registers;
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
-use crate::context::{BlockContext, Exit};
+use crate::context::{self, BlockContext, Exit};
 use crate::counters::JitCounters;
 use crate::emitter::Runtime;
 use crate::translate::{BlockStart, Translation, translate};
@@ -222,6 +222,7 @@ impl Jit {
         ctx.gpr = regs.gpr;
         ctx.rip = regs.rip;
         ctx.rflags = regs.rflags;
+        ctx.parked_flags = context::park_flags(regs.rflags);
         ctx.fs_base = context.fs_base;
         ctx.gs_base = context.gs_base;
         ctx.budget = *left;
@@ -289,7 +290,7 @@ impl Jit {
         cpu.set_registers(&Registers {
             gpr: ctx.gpr,
             rip: ctx.rip,
-            rflags: ctx.rflags,
+            rflags: context::unpark_flags(ctx.rflags, ctx.parked_flags),
         });
         self.counters.slow_accesses += ctx.slow_accesses;
         cpu.retire_translated(retired, ctx.accesses.saturating_sub(ctx.slow_accesses));

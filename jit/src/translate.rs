@@ -627,7 +627,7 @@ impl BlockTranslator {
     /// R14 <- the host address of `i`'s memory operand for a read or a `write` of `size`
     /// bytes, or an exit to the interpreter before `i`.
     fn access_into_r14(&mut self, i: &Instruction, size: u32, write: bool) {
-        self.emitter.clobber_flags();
+        self.emitter.spill_flags();
         self.emitter.write_back(address_registers(i));
         self.address_into_r14(i, true);
         self.translate_address(i, size, write);
@@ -902,9 +902,9 @@ impl BlockTranslator {
         // Both ways leave: the context is brought up to date once, before the branch.
         self.emitter.write_back(ALL_REGISTERS);
         let taken = self.emitter.ops.new_dynamic_label();
-        let stale = self.emitter.branch_on_flags(cc, taken);
+        self.emitter.branch_on_flags(cc, taken);
         self.jump_to(i.next_ip());
-        self.emitter.take_branch(taken, stale);
+        dynasm!(self.emitter.ops ; .arch x64 ; =>taken);
         self.jump_to(i.near_branch_target());
     }
 }
