@@ -373,12 +373,21 @@ impl Emitter {
             ; jne =>slow
             ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
             ; jz =>slow
-            ; mov r12d, r14d
-            ; and r12d, 0xfff
-            ; cmp r12d, (0x1000 - size) as i32
-            ; ja =>slow
-            ; add r12, QWORD [r13 + entry_layout::HOST as i32]
-            ; mov r14, r12
+        );
+        if size > 1 {
+            // An access that would run into the next page goes the slow way.
+            dynasm!(self.ops
+                ; .arch x64
+                ; mov r12d, r14d
+                ; and r12d, 0xfff
+                ; cmp r12d, (0x1000 - size) as i32
+                ; ja =>slow
+            );
+        }
+        dynasm!(self.ops
+            ; .arch x64
+            ; and r14d, 0xfff
+            ; add r14, QWORD [r13 + entry_layout::HOST as i32]
             ; =>resume
         );
         self.slow_paths.push(SlowPath {

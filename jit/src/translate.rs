@@ -581,26 +581,28 @@ impl BlockTranslator {
         {
             self.emitter.load_imm(reg::ADDRESS, disp);
         } else {
-            let ops = &mut self.emitter.ops;
             let disp = disp as i64 as i32;
             if base != Register::None {
-                let b = gpr_number(base);
-                dynasm!(ops ; .arch x64 ; mov r14, QWORD [r15 + offset::gpr(b)]);
+                let b = self.register_for_address(base, reg::ADDRESS);
+                if b != reg::ADDRESS {
+                    dynasm!(self.emitter.ops ; .arch x64 ; mov r14, Rq(b));
+                }
             } else {
-                dynasm!(ops ; .arch x64 ; mov r14d, 0);
+                dynasm!(self.emitter.ops ; .arch x64 ; mov r14d, 0);
             }
+            let ops = &mut self.emitter.ops;
             if index != Register::None {
-                let x = gpr_number(index);
-                dynasm!(ops ; .arch x64 ; mov r12, QWORD [r15 + offset::gpr(x)]);
+                let x = self.register_for_address(index, reg::SCRATCH);
+                let ops = &mut self.emitter.ops;
                 match (i.memory_index_scale(), is_addr32(i)) {
-                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 + disp]),
-                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 2 + disp]),
-                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 4 + disp]),
-                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + r12 * 8 + disp]),
-                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 + disp]),
-                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 2 + disp]),
-                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 4 + disp]),
-                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + r12 * 8 + disp]),
+                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) + disp]),
+                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 2 + disp]),
+                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 4 + disp]),
+                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 8 + disp]),
+                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) + disp]),
+                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 2 + disp]),
+                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 4 + disp]),
+                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 8 + disp]),
                 }
             } else if is_addr32(i) {
                 dynasm!(ops ; .arch x64 ; lea r14d, [r14 + disp]);
@@ -624,11 +626,23 @@ impl BlockTranslator {
         }
     }
 
+    /// The host register holding guest register `r` for an address computation: its home
+    /// (loaded if it was not), or, for a homeless one, `scratch` loaded from the context.
+    fn register_for_address(&mut self, r: Register, scratch: u8) -> u8 {
+        let n = gpr_number(r);
+        if HOMELESS_GUESTS & (1 << n) == 0 {
+            self.emitter.use_home(n);
+            n
+        } else {
+            self.emitter.load_gpr(scratch, n);
+            scratch
+        }
+    }
+
     /// R14 <- the host address of `i`'s memory operand for a read or a `write` of `size`
     /// bytes, or an exit to the interpreter before `i`.
     fn access_into_r14(&mut self, i: &Instruction, size: u32, write: bool) {
         self.emitter.spill_flags();
-        self.emitter.write_back(address_registers(i));
         self.address_into_r14(i, true);
         self.translate_address(i, size, write);
     }
@@ -769,7 +783,6 @@ impl BlockTranslator {
 
     /// LEA: the address, truncated to the operand size, into the destination.
     fn lea(&mut self, i: &Instruction) {
-        self.emitter.write_back(address_registers(i));
         self.address_into_r14(i, false);
         let dst = gpr_number(i.op0_register());
         let size = i.op0_register().size();
@@ -914,14 +927,6 @@ const ALL_REGISTERS: u16 = 0xffff;
 
 /// Guest registers without a home (see [`crate::emitter`]).
 const HOMELESS_GUESTS: u16 = crate::emitter::HOMELESS;
-
-/// The guest registers `i`'s memory operand reads: its base and index.
-fn address_registers(i: &Instruction) -> u16 {
-    [i.memory_base(), i.memory_index()]
-        .into_iter()
-        .filter(|r| r.is_gpr())
-        .fold(0, |mask, r| mask | 1 << gpr_number(r))
-}
 
 /// Whether `i` computes addresses in 32 bits.
 fn is_addr32(i: &Instruction) -> bool {
