@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the bench-ctxsw firmware (CR3 switches among 8 address spaces, 16 pages touched after
-# each) on Umbra's emulator, on Umbra's KVM backend and on QEMU's TCG, and prints per variant
+# each) on Umbra's emulator (with its JIT, and on the interpreter alone), on Umbra's KVM backend
+# and on QEMU's TCG, and prints per variant
 # the switches per second (from the guest's TSC ticks at the host's TSC rate) and the
 # emulator's ratio to QEMU; then the emulator's MMU counters (`umbra run --stats`): for the
 # whole run, for the warm-up alone (the bench-ctxsw-warmup image), and their difference, what
@@ -42,9 +43,11 @@ run() {
     fi
 }
 
-backends=(umbra-emu)
+# umbra-emu is the emulator as it runs by default, with its JIT; umbra-interp has it off.
+backends=(umbra-emu umbra-interp)
 run umbra-emu 0 "$umbra" run --firmware bench-ctxsw --accel emu --stats
 run umbra-emu-warmup 0 "$umbra" run --firmware bench-ctxsw-warmup --accel emu --stats
+run umbra-interp 0 "$umbra" run --firmware bench-ctxsw --accel emu --jit off
 if [[ -r /dev/kvm && -w /dev/kvm ]]; then
     backends+=(umbra-kvm)
     run umbra-kvm 0 "$umbra" run --firmware bench-ctxsw --accel kvm
