@@ -1,12 +1,9 @@
 //! Boots the host's Debian kernel (`/boot/vmlinuz-*`) on the emulator with the busybox
 //! initramfs of `bench/initramfs.sh`, through both of Linux's entry points, to the lines its
 //! `/init` prints from userspace and at its end (without its workloads: `umbra.quick`); its
-//! poweroff then halts the machine (Umbra has no ACPI to power off with), which ends the run. Each boot takes minutes on the interpreter (most of it in
-//! the kernel's XZ decompressor), so the test is ignored by default:
-//!
-//! ```sh
-//! cargo test --release -p umbra --test linux_boot -- --ignored --nocapture
-//! ```
+//! poweroff then halts the machine (Umbra has no ACPI to power off with), which ends the run.
+//! With the JIT a boot takes seconds (on the interpreter alone it took minutes, most of them in
+//! the kernel's XZ decompressor).
 //!
 //! It needs a kernel in `/boot` (`apt-get install linux-image-amd64`), `/bin/busybox`
 //! (`apt-get install busybox-static`), `cpio`, `gzip` and `readelf`, and says it skipped when
@@ -63,13 +60,11 @@ fn boots_to_userspace(protocol: &str) {
 }
 
 #[test]
-#[ignore = "minutes on the interpreter: run with --ignored"]
 fn linux_boots_to_userspace_through_the_64_bit_entry() {
     boots_to_userspace("64");
 }
 
 #[test]
-#[ignore = "minutes on the interpreter: run with --ignored"]
 fn linux_boots_to_userspace_through_the_32_bit_entry() {
     boots_to_userspace("32");
 }
