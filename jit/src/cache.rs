@@ -21,6 +21,8 @@ pub(crate) struct BlockKey {
     pub gpa: u64,
     /// The TLB bit of a data read in its privilege context.
     pub read_bit: u16,
+    /// Whether SSE instructions were allowed (translated) or fault (left to the interpreter).
+    pub sse: bool,
 }
 
 /// What the cache holds for a key.

@@ -41,6 +41,8 @@ pub struct BlockContext {
     pub tlb_spread: u64,
     /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
     pub patch_site: u64,
+    /// The guest's XMM registers (`*mut u128`, XMM0 first).
+    pub xmm: u64,
     /// The guest's arithmetic flags as LAHF and SETO leave them: bits 15:8 are RFLAGS' low
     /// byte (SF, ZF, AF, PF, CF), bit 0 is OF.
     pub parked_flags: u64,
@@ -80,6 +82,8 @@ pub mod offset {
     pub const TLB_SPREAD: i32 = offset_of!(BlockContext, tlb_spread) as i32;
     /// The jump to patch.
     pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
+    /// The XMM registers' address.
+    pub const XMM: i32 = offset_of!(BlockContext, xmm) as i32;
     /// The parked flags.
     pub const PARKED_FLAGS: i32 = offset_of!(BlockContext, parked_flags) as i32;
 }

@@ -437,6 +437,19 @@ impl Emitter {
         }
     }
 
+    /// Leaves for the interpreter at `exit` unless the linear address in R14 is a multiple
+    /// of `alignment` (the interpreter raises the #GP). The flags must be parked.
+    pub(crate) fn require_aligned_r14(&mut self, alignment: u32, exit: ExitPoint) {
+        let ok = self.ops.new_dynamic_label();
+        dynasm!(self.ops
+            ; .arch x64
+            ; test r14d, (alignment - 1) as i32
+            ; jz =>ok
+        );
+        self.exit(Exit::Interpret, exit);
+        dynasm!(self.ops ; .arch x64 ; =>ok);
+    }
+
     /// Leaves for the interpreter at `exit` unless RAX holds an address canonical in every
     /// paging mode (a jump elsewhere raises #GP at the jump itself). The flags must be
     /// spilled, and no register cached. Clobbers RCX.

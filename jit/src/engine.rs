@@ -167,6 +167,7 @@ impl Jit {
             rip: key.rip,
             read_bit: context.read_bit,
             write_bit: context.write_bit,
+            sse: context.sse,
         };
         for attempt in 0..2 {
             match translate(bytes, start, self.cache.next_address(), self.runtime) {
@@ -231,6 +232,7 @@ impl Jit {
         ctx.tlb_entries = tlb.entries as u64;
         ctx.tlb_root = u64::from(tlb.root);
         ctx.tlb_spread = tlb.spread;
+        ctx.xmm = cpu.xmm_registers() as u64;
         let mut patch: Option<(usize, u64)> = None;
         let stop = loop {
             cpu.begin_block();
@@ -243,6 +245,7 @@ impl Jit {
                 rip,
                 gpa: page.gpa,
                 read_bit: context.read_bit,
+                sse: context.sse,
             };
             let entry = match self.block(cpu, key, page, context) {
                 Ok(entry) => entry,

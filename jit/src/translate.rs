@@ -36,6 +36,9 @@ pub(crate) struct BlockStart {
     pub read_bit: u16,
     /// The TLB bit of a data write.
     pub write_bit: u16,
+    /// Whether SSE instructions run rather than fault (see
+    /// [`umbra_cpu::interp::translator::BlockContext::sse`]).
+    pub sse: bool,
 }
 
 /// A translated block.
@@ -94,14 +97,14 @@ pub(crate) fn translate(
     base: usize,
     runtime: Runtime,
 ) -> Translation {
-    let instructions = decode_block(bytes, start.rip);
+    let instructions = decode_block(bytes, start.rip, start.sse);
     let Some(first) = instructions.first() else {
         let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
         let instruction = decoder.decode();
         let mnemonic = (decoder.last_error() == DecoderError::None).then(|| instruction.mnemonic());
         return Translation::Untranslated(mnemonic);
     };
-    if lowering(first) == Lowering::Interpret {
+    if lowering(first, start.sse) == Lowering::Interpret {
         return Translation::Untranslated(Some(first.mnemonic()));
     }
     let mut block = BlockTranslator {
@@ -110,7 +113,7 @@ pub(crate) fn translate(
         start,
         length: instructions
             .iter()
-            .position(|i| lowering(i) == Lowering::Interpret)
+            .position(|i| lowering(i, start.sse) == Lowering::Interpret)
             .unwrap_or(instructions.len()) as u32,
         index: 0,
         accesses: 0,
@@ -144,7 +147,7 @@ pub(crate) fn translate(
 
 /// The block's instructions: up to the first control transfer (included) or the first one
 /// the interpreter must run (included, as the block's exit), within the page.
-fn decode_block(bytes: &[u8], rip: u64) -> Vec<Instruction> {
+fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<Instruction> {
     let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
     let mut instructions = Vec::new();
     while instructions.len() < MAX_BLOCK_INSTRUCTIONS && decoder.can_decode() {
@@ -153,7 +156,7 @@ fn decode_block(bytes: &[u8], rip: u64) -> Vec<Instruction> {
             break;
         }
         instructions.push(instruction);
-        let ends = lowering(&instruction) == Lowering::Interpret
+        let ends = lowering(&instruction, sse) == Lowering::Interpret
             || instruction.flow_control() != FlowControl::Next;
         if ends {
             break;
@@ -163,7 +166,7 @@ fn decode_block(bytes: &[u8], rip: u64) -> Vec<Instruction> {
 }
 
 /// How `i` is translated.
-fn lowering(i: &Instruction) -> Lowering {
+fn lowering(i: &Instruction, sse: bool) -> Lowering {
     use Code::*;
     let direct = i.op0_kind() == OpKind::NearBranch64 && is_canonical(i.near_branch_target());
     match i.code() {
@@ -181,7 +184,7 @@ fn lowering(i: &Instruction) -> Lowering {
             Lowering::CallIndirect
         }
         _ if i.is_jcc_short_or_near() && direct => Lowering::Branch,
-        _ if runs_natively(i) => Lowering::Native,
+        _ if runs_natively(i) || (sse && runs_natively_sse(i)) => Lowering::Native,
         _ => Lowering::Interpret,
     }
 }
@@ -351,6 +354,57 @@ fn runs_natively(i: &Instruction) -> bool {
     true
 }
 
+/// The SSE instructions the host may run for the guest: moves, logic, integer arithmetic,
+/// shuffles and compares on XMM registers, which read and write nothing but their operands
+/// (and, for PTEST, the flags): no MXCSR, no exception but a misaligned operand's, which the
+/// block checks for first.
+fn runs_natively_sse(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let family = match i.mnemonic() {
+        Movsd => matches!(i.code(), Code::Movsd_xmm_xmmm64 | Code::Movsd_xmmm64_xmm),
+        Movd | Movq | Movdqa | Movdqu | Movaps | Movups | Movapd | Movupd | Movss | Movhps
+        | Movlps | Movhpd | Movlpd | Movhlps | Movlhps | Lddqu | Pxor | Por | Pand | Pandn
+        | Xorps | Xorpd | Andps | Andpd | Andnps | Andnpd | Orps | Orpd | Paddb | Paddw | Paddd
+        | Paddq | Psubb | Psubw | Psubd | Psubq | Paddusb | Paddusw | Psubusb | Psubusw
+        | Paddsb | Paddsw | Psubsb | Psubsw | Pcmpeqb | Pcmpeqw | Pcmpeqd | Pcmpeqq | Pcmpgtb
+        | Pcmpgtw | Pcmpgtd | Pmovmskb | Movmskps | Movmskpd | Punpcklbw | Punpcklwd
+        | Punpckldq | Punpcklqdq | Punpckhbw | Punpckhwd | Punpckhdq | Punpckhqdq | Pshufd
+        | Pshuflw | Pshufhw | Pshufb | Psllw | Pslld | Psllq | Psrlw | Psrld | Psrlq | Psraw
+        | Psrad | Pslldq | Psrldq | Pminub | Pmaxub | Pminsw | Pmaxsw | Pminsb | Pmaxsb
+        | Pminuw | Pmaxuw | Pminud | Pmaxud | Pminsd | Pmaxsd | Pavgb | Pavgw | Psadbw | Pmullw
+        | Pmulhw | Pmulhuw | Pmuludq | Pmulld | Pmaddwd | Packuswb | Packsswb | Packssdw
+        | Palignr | Pinsrw | Pextrw | Pinsrb | Pinsrd | Pinsrq | Pextrb | Pextrd | Pextrq
+        | Shufps | Shufpd | Unpcklps | Unpckhps | Unpcklpd | Unpckhpd | Ptest | Pabsb | Pabsw
+        | Pabsd | Pblendw => true,
+        _ => false,
+    };
+    if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
+        return false;
+    }
+    if (i.rflags_read() | i.rflags_modified()) & !0x3f != 0 {
+        return false;
+    }
+    (0..i.op_count()).all(|n| match i.op_kind(n) {
+        OpKind::Register => {
+            let r = i.op_register(n);
+            r.is_gpr() || r.is_xmm()
+        }
+        OpKind::Memory => is_plain_memory(i) && i.memory_size().size() <= 16,
+        kind => is_immediate(kind),
+    })
+}
+
+/// Whether `i`'s memory operand must be 16-byte aligned (a legacy SSE instruction on 128
+/// bits, but for the unaligned moves): a misaligned one raises #GP.
+fn needs_alignment(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let memory = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+    memory
+        && i.memory_size().size() == 16
+        && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
+        && !matches!(i.mnemonic(), Movdqu | Movups | Movupd | Lddqu)
+}
+
 /// Whether `i` needs the guest's flags in the host's before it runs: it reads some, or
 /// writes only some (the others must survive), or is a shift or rotate.
 fn needs_flags(i: &Instruction) -> bool {
@@ -491,7 +545,7 @@ impl BlockTranslator {
 
     /// Translates one instruction; `true` when it ended the block.
     fn instruction(&mut self, i: &Instruction) -> bool {
-        match lowering(i) {
+        match lowering(i, self.start.sse) {
             Lowering::Native => {
                 if !self.native(i) {
                     self.leave_to_interpreter(i);
@@ -644,6 +698,10 @@ impl BlockTranslator {
     fn access_into_r14(&mut self, i: &Instruction, size: u32, write: bool) {
         self.emitter.spill_flags();
         self.address_into_r14(i, true);
+        if needs_alignment(i) {
+            let at = self.before(i.ip());
+            self.emitter.require_aligned_r14(16, at);
+        }
         self.translate_address(i, size, write);
     }
 
@@ -682,7 +740,18 @@ impl BlockTranslator {
                 self.emitter.load_gpr(host, guest);
             }
         }
+        if !plan.xmm.is_empty() {
+            dynasm!(self.emitter.ops ; .arch x64 ; mov r12, QWORD [r15 + offset::XMM]);
+            for &(n, _) in &plan.xmm {
+                dynasm!(self.emitter.ops ; .arch x64 ; movdqu Rx(n), [r12 + 16 * i32::from(n)]);
+            }
+        }
         self.emitter.ops.extend(plan.code);
+        for &(n, written) in &plan.xmm {
+            if written {
+                dynasm!(self.emitter.ops ; .arch x64 ; movdqu [r12 + 16 * i32::from(n)], Rx(n));
+            }
+        }
         for &(host, guest, written) in &plan.registers {
             if host == guest {
                 if written {
@@ -719,6 +788,9 @@ impl BlockTranslator {
                 continue;
             }
             let r = i.op_register(n);
+            if !r.is_gpr() {
+                continue;
+            }
             let guest = gpr_number(r);
             if reserved(guest) && host_of[usize::from(guest)] == guest {
                 let free = (0..16u8).find(|&h| !reserved(h) && taken & (1 << h) == 0)?;
@@ -751,8 +823,18 @@ impl BlockTranslator {
                 .unwrap_or(host)
         };
         let mut registers: Vec<(u8, u8, bool)> = Vec::new();
+        let mut xmm: Vec<(u8, bool)> = Vec::new();
         for r in self.info.info(&rewritten).used_registers() {
             let register = r.register();
+            if register.is_xmm() {
+                let written = !matches!(r.access(), OpAccess::Read | OpAccess::CondRead);
+                let n = register.number() as u8;
+                match xmm.iter_mut().find(|(x, _)| *x == n) {
+                    Some(entry) => entry.1 |= written,
+                    None => xmm.push((n, written)),
+                }
+                continue;
+            }
             if !register.is_gpr() {
                 continue;
             }
@@ -777,6 +859,7 @@ impl BlockTranslator {
         Some(NativePlan {
             code: encoder.take_buffer(),
             registers,
+            xmm,
             memory: plan_memory,
         })
     }
@@ -946,6 +1029,8 @@ struct NativePlan {
     code: Vec<u8>,
     /// Host register, guest register, and whether the instruction writes it.
     registers: Vec<(u8, u8, bool)>,
+    /// XMM registers (the same number on host and guest), and whether it writes each.
+    xmm: Vec<(u8, bool)>,
     /// The memory operand's size, and whether it is written.
     memory: Option<(u32, bool)>,
 }
@@ -965,6 +1050,7 @@ mod tests {
             rip: 0x10000,
             read_bit: 1 << 3,
             write_bit: 1 << 4,
+            sse: true,
         };
         let base = 0x6000_0000;
         let Translation::Block(block) = translate(guest, start, base, runtime) else {
@@ -992,6 +1078,15 @@ mod tests {
     fn loads_and_stores_look_the_tlb_up_inline() {
         // mov rax, [rdi+8]; add [rsi+rax*4], eax; int3 (left to the interpreter).
         let guest = [0x48, 0x8b, 0x47, 0x08, 0x01, 0x04, 0x86, 0xcc];
+        insta::assert_snapshot!(listing(&guest));
+    }
+
+    #[test]
+    fn sse_instructions_run_on_the_host_with_the_guests_xmm_registers() {
+        // movdqa xmm0, [rdi] (aligned: checked); pcmpeqb xmm0, xmm1; pmovmskb eax, xmm0; int3.
+        let guest = [
+            0x66, 0x0f, 0x6f, 0x07, 0x66, 0x0f, 0x74, 0xc1, 0x66, 0x0f, 0xd7, 0xc0, 0xcc,
+        ];
         insta::assert_snapshot!(listing(&guest));
     }
 

@@ -23,6 +23,12 @@ const DR7_ENABLES: u64 = 0xff;
 
 /// CR0.AM: alignment checking is allowed.
 const CR0_AM: u64 = 1 << 18;
+/// CR0.EM: x87 and SSE instructions raise #UD or #NM.
+const CR0_EM: u64 = 1 << 2;
+/// CR0.TS: a task switch happened; the next x87 or SSE instruction raises #NM.
+const CR0_TS: u64 = 1 << 3;
+/// CR4.OSFXSR: SSE instructions are allowed.
+const CR4_OSFXSR: u64 = 1 << 9;
 
 /// The state that generated code for the current instruction pointer depends on and reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +42,8 @@ pub struct BlockContext {
     pub fs_base: u64,
     /// GS's base address.
     pub gs_base: u64,
+    /// SSE instructions run (CR4.OSFXSR set, CR0.EM and CR0.TS clear) rather than fault.
+    pub sse: bool,
 }
 
 /// The guest page holding code at some linear address.
@@ -64,6 +72,7 @@ impl Interpreter {
             write_bit: InlineTlb::direct_bit(self.access(AccessKind::Write)),
             fs_base: self.sregs.fs.base,
             gs_base: self.sregs.gs.base,
+            sse: self.sregs.cr4 & CR4_OSFXSR != 0 && self.sregs.cr0 & (CR0_EM | CR0_TS) == 0,
         })
     }
 
@@ -125,6 +134,13 @@ impl Interpreter {
         // The interpreter's own attempt after a `None` walks again: the same fault, and the
         // same accessed bits set (setting them twice is setting them once).
         self.mmu.translate(Gva(linear), access).ok()?.host
+    }
+
+    /// The XMM registers, XMM0 first, 16 bytes each, for generated code that runs SSE
+    /// instructions that touch nothing else (no MXCSR): valid until the vCPU next runs an
+    /// instruction itself.
+    pub fn xmm_registers(&mut self) -> *mut u128 {
+        self.fpu.state.xmm.as_mut_ptr()
     }
 
     /// Counts `instructions` retired by generated code, and the `tlb_hits` it made inline.
