@@ -8,7 +8,9 @@
  *   - code written through one virtual alias and run through another;
  *   - one virtual address holding different code in two address spaces (CR3 switches);
  *   - a page fault in the middle of a hot block: the registers written before the faulting
- *     load hold, those after it do not, and the fault names the load's address and RIP.
+ *     load hold, those after it do not, and the fault names the load's address and RIP;
+ *   - SSE integer work run hot: a byte search with PCMPEQB and PMOVMSKB, a checksum through
+ *     PADDD, shuffles and shifts (its value is the interpreter's, KVM's and QEMU's too).
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -21,6 +23,9 @@
     /* A function that returns an immediate: mov $imm32, %eax; ret. */
     .set MOV_EAX, 0xb8
     .set RET, 0xc3
+    .set CR4_OSFXSR, 1 << 9
+    .set SSE_BYTES, 4096            /* the buffer the SSE checks work on */
+    .set SSE_DATA, 0x300000         /* RAM, identity-mapped */
 
     .bss
     .balign 8
@@ -48,6 +53,10 @@ fault_cr2_label:
     .asciz "fault mid-block: cr2"
 fault_rip_label:
     .asciz "fault mid-block: rip"
+sse_search_label:
+    .asciz "sse: bytes equal to 0x5a found by pcmpeqb/pmovmskb"
+sse_sum_label:
+    .asciz "sse: paddd/pshufd/punpck checksum"
 
     .text
     .code64
@@ -60,6 +69,7 @@ image_main:
     call check_alias
     call check_cr3_remap
     call check_fault_mid_block
+    call check_sse
     jmp report_checks
 
 /* write_returner(%rdi = where, %esi = value): writes mov $value, %eax; ret at %rdi. */
@@ -283,6 +293,102 @@ check_fault_mid_block:
     mov pf_rip, %rsi
     lea .Lfault_load(%rip), %rdx
     call check_equal
+    pop %rbx
+    ret
+
+/* sse_count(%rdi = buffer, %ecx = 16-byte blocks): the number of bytes equal to 0x5a. */
+sse_count:
+    mov $0x5a5a5a5a, %eax
+    movd %eax, %xmm1
+    pshufd $0, %xmm1, %xmm1
+    xor %eax, %eax
+.Lsse_count_block:
+    movdqa (%rdi), %xmm0
+    pcmpeqb %xmm1, %xmm0
+    pmovmskb %xmm0, %edx
+    popcnt %edx, %edx
+    add %edx, %eax
+    add $16, %rdi
+    dec %ecx
+    jnz .Lsse_count_block
+    ret
+
+/* sse_sum(%rdi = buffer, %ecx = 16-byte blocks): a checksum of the buffer mixed through
+ * PADDD, PSHUFD, PUNPCKLDQ, PXOR and PSLLD, folded to 64 bits. */
+sse_sum:
+    pxor %xmm2, %xmm2
+    pxor %xmm3, %xmm3
+.Lsse_sum_block:
+    movdqu (%rdi), %xmm0
+    paddd %xmm0, %xmm2
+    pshufd $0x1b, %xmm2, %xmm2
+    movdqa %xmm0, %xmm4
+    punpckldq %xmm2, %xmm4
+    pxor %xmm4, %xmm3
+    pslld $1, %xmm3
+    add $16, %rdi
+    dec %ecx
+    jnz .Lsse_sum_block
+    paddd %xmm3, %xmm2
+    movq %xmm2, %rax
+    psrldq $8, %xmm2
+    movq %xmm2, %rdx
+    xor %rdx, %rax
+    ret
+
+/* SSE on (CR4.OSFXSR): a buffer of pseudo-random bytes with every 7th byte 0x5a (and no
+ * other), searched and summed HOT times. */
+check_sse:
+    push %rbx
+    push %r12
+    mov %cr4, %rax
+    or $CR4_OSFXSR, %rax
+    mov %rax, %cr4
+    mov $SSE_DATA, %edi
+    mov $0x12345678, %eax
+    xor %ecx, %ecx
+.Lsse_fill:
+    imul $1103515245, %eax, %eax
+    add $12345, %eax
+    mov %eax, %edx
+    shr $16, %edx
+    cmp $0x5a, %dl
+    jne .Lsse_fill_byte
+    inc %dl                         /* only the 0x5a bytes placed below count */
+.Lsse_fill_byte:
+    mov %dl, (%rdi, %rcx)
+    inc %ecx
+    cmp $SSE_BYTES, %ecx
+    jb .Lsse_fill
+    xor %ecx, %ecx
+.Lsse_mark:
+    movb $0x5a, (%rdi, %rcx)
+    add $7, %ecx
+    cmp $SSE_BYTES, %ecx
+    jb .Lsse_mark
+
+    mov $HOT, %r12d
+.Lsse_hot:
+    mov $SSE_DATA, %edi
+    mov $SSE_BYTES / 16, %ecx
+    call sse_count
+    mov %eax, %ebx
+    mov $SSE_DATA, %edi
+    mov $SSE_BYTES / 16, %ecx
+    call sse_sum
+    dec %r12d
+    jnz .Lsse_hot
+    push %rax
+    lea sse_search_label(%rip), %rdi
+    mov %ebx, %esi
+    mov $(SSE_BYTES + 6) / 7, %edx
+    call check_equal
+    pop %rsi
+    lea sse_sum_label(%rip), %rdi
+    mov %rsi, %rdx                  /* reported, not checked: the backends must agree */
+    call check_equal
+
+    pop %r12
     pop %rbx
     ret
 

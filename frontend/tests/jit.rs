@@ -25,7 +25,7 @@ fn run(rom: &str, args: &[&str]) -> String {
     let out = run_umbra(&all);
     let serial = text(&out.stdout);
     assert!(
-        out.status.success() && serial.contains("umbra jit-test: all 10 checks passed"),
+        out.status.success() && serial.contains("umbra jit-test: all 12 checks passed"),
         "{args:?}: {}\n{serial}{}",
         out.status,
         text(&out.stderr)
@@ -45,10 +45,22 @@ fn jit_test_prints_the_same_on_the_jit_the_interpreter_kvm_and_qemu() {
         "interpreter"
     );
     if kvm_usable("jit_test on kvm") {
-        assert_eq!(run(&rom, &["--accel", "kvm"]), at_once, "kvm");
+        let out = run_umbra(&["run", "--firmware", &rom, "--accel", "kvm"]);
+        let errors = text(&out.stderr);
+        if errors.contains("PVM") && errors.contains("instruction emulation failed") {
+            // PVM runs CPL 0 code in KVM's instruction emulator, which has no SSE.
+            eprintln!(
+                "jit_test on kvm: PVM cannot run the SSE checks at CPL 0; compared up to them"
+            );
+            let serial = text(&out.stdout);
+            assert!(at_once.starts_with(&checks(&serial).join("\n")), "{serial}");
+        } else {
+            assert_eq!(run(&rom, &["--accel", "kvm"]), at_once, "kvm");
+        }
     }
     if have_program("jit_test on qemu", "qemu-system-x86_64") {
-        let out = run_qemu_tcg(&rom, &[]);
+        // -cpu max: POPCNT, which the SSE check uses and QEMU's default CPU lacks.
+        let out = run_qemu_tcg(&rom, &["-cpu", "max"]);
         // isa-debug-exit status 0 is QEMU's exit status 1.
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
         assert_eq!(checks(&text(&out.stdout)).join("\n"), at_once, "qemu");
