@@ -47,7 +47,8 @@ fn debug_the_demo(accel: &str) {
             "p/x $efer",
             "stepi",
             "stepi",
-            "p/x $pc",
+            // Into check_address_spaces, past its first instruction (a one-byte PUSH).
+            "p/x $pc - (long)&check_address_spaces",
             watch_mode,
             "watch *(long *)&checks_run",
             "continue",
@@ -69,7 +70,7 @@ fn debug_the_demo(accel: &str) {
         "$4 = 0xe0010011",
         "$5 = 0x6000",
         "$6 = 0xd00",
-        "$7 = 0xffff06e2",
+        "$7 = 0x1",
         "Old value = 0",
         "New value = 1",
         "PML4E[128]",
