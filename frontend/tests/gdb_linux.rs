@@ -3,7 +3,7 @@
 //! read there, and the guest continued to the line its `/init` prints from userspace and on to
 //! the end of the run. The kernel ships without a usable System.map, so `start_kernel`'s
 //! address comes from the kernel's own kallsyms tables (`kernel::kallsyms`). It takes minutes
-//! on the interpreter, so it is ignored by default:
+//! (three here), so it is ignored by default:
 //!
 //! ```sh
 //! cargo test --release -p umbra --test gdb_linux -- --ignored --nocapture
@@ -19,7 +19,7 @@ use common::{free_port, have_program, run_gdb, start_umbra, text};
 use kernel::{DONE_LINE, USERSPACE_LINE, guest_available, initramfs};
 
 #[test]
-#[ignore = "minutes on the interpreter: run with --ignored"]
+#[ignore = "minutes: run with --ignored"]
 fn gdb_stops_linux_at_start_kernel_and_lets_it_reach_userspace() {
     let test = "gdb_stops_linux_at_start_kernel_and_lets_it_reach_userspace";
     let Some(kernel) = guest_available(test) else {
