@@ -1,9 +1,11 @@
 //! `umbra run --tui` in a real terminal: tmux runs it on the `demo` firmware, a test types
 //! keys (a walk while paused at reset, a single step, resume, a walk of the final page tables,
 //! quit), reads the screen with capture-pane, and checks that the terminal is given back
-//! (normal screen, canonical mode) when umbra exits. Skipped, saying so, without tmux.
+//! (normal screen, canonical mode) when umbra exits. A second test boots the host's Debian
+//! kernel under the TUI, when it is there. Skipped, saying so, without tmux.
 
 mod common;
+mod kernel;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,6 +181,51 @@ fn pause_walk_step_resume_and_quit_in_a_real_terminal() {
     assert!(
         screen.contains("umbra: emu:"),
         "the summary line follows the TUI:\n{screen}"
+    );
+}
+
+#[test]
+fn linux_boots_under_the_tui_with_its_roots_tlb_and_jit_in_view() {
+    let test = "linux_boots_under_the_tui_with_its_roots_tlb_and_jit_in_view";
+    if !common::have_program(test, "tmux") {
+        return;
+    }
+    let Some(kernel) = kernel::guest_available(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = kernel::initramfs(dir.path());
+    let umbra = Path::new(env!("CARGO_BIN_EXE_umbra"));
+    let args = format!(
+        "run --tui --accel emu -m 512M -kernel {} -initrd {} -append 'console=ttyS0 pci=off umbra.quick'",
+        kernel.display(),
+        initrd.display()
+    );
+    // Large enough for every pane.
+    let tmux = Tmux::start(&script(umbra, &args), 170, 45);
+    let screen = tmux.wait_for(&[
+        "ENDED: halted with interrupts disabled",
+        kernel::USERSPACE_LINE,
+        kernel::DONE_LINE,
+    ]);
+    for pane in [
+        "cached roots",
+        "shadow pages:",
+        "TLB:",
+        "JIT: blocks_translated",
+        "memslots",
+    ] {
+        assert!(
+            screen.contains(pane),
+            "no {pane:?} on the screen:\n{screen}"
+        );
+    }
+    assert!(screen.contains("mode  long 64-bit"), "{screen}");
+    tmux.send("q", true);
+    let screen = tmux.wait_for(&["UMBRA-EXIT-0", "MODE "]);
+    assert!(
+        screen.contains("MODE icanon"),
+        "raw mode was left on:\n{screen}"
     );
 }
 
