@@ -28,8 +28,15 @@ pub(crate) struct BlockKey {
 /// What the cache holds for a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Block {
-    /// Host code at this address.
-    Code(usize),
+    /// Host code at `entry`, for guest code of `guest_bytes` from the key's RIP.
+    Code {
+        /// The host code's address.
+        entry: usize,
+        /// The guest code's length.
+        guest_bytes: u32,
+        /// The guest instructions it runs (its prologue takes as many from the budget).
+        instructions: u32,
+    },
     /// The first instruction is the interpreter's: this one (`None`: it crosses a page or
     /// does not decode).
     Interpret(Option<Mnemonic>),
@@ -88,16 +95,27 @@ impl CodeCache {
     }
 
     /// Stores the block at `key`, its host code `code` assembled for
-    /// [`CodeCache::next_address`], leaving `interpreted` instructions (RIP, mnemonic) to
-    /// the interpreter; its address, or `None` when the buffer is full.
+    /// [`CodeCache::next_address`], translated from `guest_bytes` of guest code holding
+    /// `instructions` it runs, leaving
+    /// `interpreted` instructions (RIP, mnemonic) to the interpreter; its address, or `None`
+    /// when the buffer is full.
     pub(crate) fn insert_code(
         &mut self,
         key: BlockKey,
         code: &[u8],
+        guest_bytes: u32,
+        instructions: u32,
         interpreted: &[(u64, Mnemonic)],
     ) -> Option<usize> {
         let address = self.buffer.append(code)?;
-        self.insert(key, Block::Code(address));
+        self.insert(
+            key,
+            Block::Code {
+                entry: address,
+                guest_bytes,
+                instructions,
+            },
+        );
         self.exits.extend(interpreted.iter().copied());
         Some(address)
     }

@@ -36,6 +36,8 @@ enum Stop {
     Interpret,
     /// The code at RIP is not hot enough to translate yet: the interpreter runs it.
     Cold,
+    /// A debugger's breakpoint is at RIP: the caller decides.
+    Breakpoint,
 }
 
 /// One vCPU's JIT: a [`BlockEngine`].
@@ -93,9 +95,18 @@ impl Jit {
         (!was_enabled && cpu.interrupts_enabled()).then_some(StepEvent::None)
     }
 
-    /// Interprets code not yet hot: up to [`COLD_RUN`] instructions, until one jumps.
-    fn interpret_cold(&mut self, cpu: &mut Interpreter, left: &mut i64) -> Option<StepEvent> {
-        for _ in 0..COLD_RUN {
+    /// Interprets code not yet hot: up to [`COLD_RUN`] instructions, until one jumps or the
+    /// next is at one of `breakpoints`.
+    fn interpret_cold(
+        &mut self,
+        cpu: &mut Interpreter,
+        left: &mut i64,
+        breakpoints: &[u64],
+    ) -> Option<StepEvent> {
+        for step in 0..COLD_RUN {
+            if step > 0 && !breakpoints.is_empty() && breakpoints.contains(&cpu.rip_linear()) {
+                break;
+            }
             let rip = cpu.registers().rip;
             if let Some(stop) = self.interpret(cpu, left) {
                 return Some(stop);
@@ -137,11 +148,15 @@ impl Jit {
         key: BlockKey,
         page: CodePage,
         context: CpuContext,
-    ) -> Result<usize, Stop> {
+    ) -> Result<(usize, u32, u32), Stop> {
         match self.cache.get(&key) {
-            Some(Block::Code(entry)) => {
+            Some(Block::Code {
+                entry,
+                guest_bytes,
+                instructions,
+            }) => {
                 self.counters.cache_hits += 1;
-                return Ok(entry);
+                return Ok((entry, guest_bytes, instructions));
             }
             Some(Block::Interpret(mnemonic)) => {
                 self.count_fallback(mnemonic);
@@ -177,13 +192,17 @@ impl Jit {
                     return Err(Stop::Interpret);
                 }
                 Translation::Block(block) => {
-                    if let Some(entry) =
-                        self.cache.insert_code(key, &block.code, &block.interpreted)
-                    {
+                    if let Some(entry) = self.cache.insert_code(
+                        key,
+                        &block.code,
+                        block.guest_bytes,
+                        block.instructions,
+                        &block.interpreted,
+                    ) {
                         self.counters.blocks_translated += 1;
                         self.counters.host_bytes += block.code.len() as u64;
                         self.counters.guest_instructions += u64::from(block.instructions);
-                        return Ok(entry);
+                        return Ok((entry, block.guest_bytes, block.instructions));
                     }
                     // The buffer is full: start over, once.
                     if attempt == 0 {
@@ -213,8 +232,16 @@ impl Jit {
         });
     }
 
-    /// Runs blocks from the vCPU's RIP while they chain and jump to each other.
-    fn run_blocks(&mut self, cpu: &mut Interpreter, context: CpuContext, left: &mut i64) -> Stop {
+    /// Runs blocks from the vCPU's RIP while they chain and jump to each other. With
+    /// `breakpoints`, one block at a time (no chaining), none that holds one: the block
+    /// where one is stops the run (`Stop::Breakpoint` at its start, else `Stop::Interpret`).
+    fn run_blocks(
+        &mut self,
+        cpu: &mut Interpreter,
+        context: CpuContext,
+        left: &mut i64,
+        breakpoints: &[u64],
+    ) -> Stop {
         let Some(tlb) = cpu.inline_tlb() else {
             return Stop::Interpret;
         };
@@ -247,8 +274,8 @@ impl Jit {
                 read_bit: context.read_bit,
                 sse: context.sse,
             };
-            let entry = match self.block(cpu, key, page, context) {
-                Ok(entry) => entry,
+            let (entry, guest_bytes, instructions) = match self.block(cpu, key, page, context) {
+                Ok(block) => block,
                 Err(stop) => {
                     if matches!(stop, Stop::Interpret)
                         && let Some(mnemonic) = self.cache.exit_at(rip)
@@ -264,6 +291,24 @@ impl Jit {
                 self.cache.patch(site, entry);
                 self.counters.chain_patches += 1;
             }
+            if !breakpoints.is_empty() {
+                let end = rip.wrapping_add(u64::from(guest_bytes));
+                if let Some(&at) = breakpoints.iter().find(|&&b| b >= rip && b < end) {
+                    break if at == rip {
+                        Stop::Breakpoint
+                    } else {
+                        Stop::Interpret
+                    };
+                }
+            }
+            // With breakpoints, this block alone: the budget it is given covers it and no
+            // more, so a chained successor's prologue leaves at once; the rest is held back.
+            let held_back = if breakpoints.is_empty() {
+                0
+            } else {
+                (self.context.budget - i64::from(instructions)).max(0)
+            };
+            self.context.budget -= held_back;
             // Translating protected a frame: the TLB must drop direct stores to it first.
             cpu.begin_block();
             self.context.cpu = cpu as *mut Interpreter as u64;
@@ -272,6 +317,7 @@ impl Jit {
             // generated code runs, nothing else uses `cpu`, which the slow-path helper
             // reaches through the context.
             let code = unsafe { (self.enter)(&mut *self.context, entry) };
+            self.context.budget += held_back;
             self.counters.blocks_run += 1;
             match Exit::from_code(code) {
                 Exit::Jump => {}
@@ -303,18 +349,22 @@ impl Jit {
 }
 
 impl BlockEngine for Jit {
-    fn run(&mut self, cpu: &mut Interpreter, budget: u32) -> StepEvent {
+    fn run(&mut self, cpu: &mut Interpreter, budget: u32, breakpoints: &[u64]) -> StepEvent {
         let mut left = i64::from(budget);
         while left > 0 {
+            if !breakpoints.is_empty() && breakpoints.contains(&cpu.rip_linear()) {
+                return StepEvent::None;
+            }
             let stop = match cpu.block_context() {
-                Some(context) => self.run_blocks(cpu, context, &mut left),
+                Some(context) => self.run_blocks(cpu, context, &mut left, breakpoints),
                 None => Stop::Interpret,
             };
             let event = match stop {
-                // What is left is less than the next block: the slice is over.
-                Stop::Budget => return StepEvent::None,
+                // What is left is less than the next block (with breakpoints: the block
+                // ran, alone): the slice is over.
+                Stop::Budget | Stop::Breakpoint => return StepEvent::None,
                 Stop::Interpret => self.interpret(cpu, &mut left),
-                Stop::Cold => self.interpret_cold(cpu, &mut left),
+                Stop::Cold => self.interpret_cold(cpu, &mut left, breakpoints),
             };
             if let Some(event) = event {
                 return event;

@@ -47,6 +47,8 @@ pub(crate) struct BlockCode {
     pub code: Vec<u8>,
     /// Guest instructions in the block.
     pub instructions: u32,
+    /// Bytes of guest code it covers, the instruction it leaves to the interpreter included.
+    pub guest_bytes: u32,
     /// The instructions it leaves to the interpreter: RIP and mnemonic.
     pub interpreted: Vec<(u64, Mnemonic)>,
 }
@@ -139,6 +141,9 @@ pub(crate) fn translate(
         Ok(code) => Translation::Block(BlockCode {
             code,
             instructions: block.length,
+            guest_bytes: instructions
+                .last()
+                .map_or(0, |last| (last.next_ip() - start.rip) as u32),
             interpreted: block.interpreted,
         }),
         Err(_) => Translation::Untranslated(Some(first.mnemonic())),

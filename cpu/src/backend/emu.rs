@@ -39,8 +39,9 @@ pub trait BlockEngine: Send {
     /// instruction that enabled interrupts, so that the loop can deliver one.
     ///
     /// It runs only while [`Interpreter::block_context`] allows; otherwise it steps the
-    /// interpreter.
-    fn run(&mut self, cpu: &mut Interpreter, budget: u32) -> StepEvent;
+    /// interpreter. It stops, with [`StepEvent::None`], before running an instruction at
+    /// one of the linear addresses `breakpoints` (a debugger's), which the caller handles.
+    fn run(&mut self, cpu: &mut Interpreter, budget: u32, breakpoints: &[u64]) -> StepEvent;
 
     /// The engine's counters, by name (each starting with `jit_`).
     fn counters(&self) -> Vec<(&'static str, u64)>;
@@ -245,7 +246,9 @@ impl RunControl {
             SingleStep::Off => {}
         }
         let kick = self.kick.clone();
-        if !debugging && let Some(mut engine) = self.engine.take() {
+        if !cpu.watching()
+            && let Some(mut engine) = self.engine.take()
+        {
             let exit = self.run_engine(cpu, &mut *engine);
             self.engine = Some(engine);
             return exit;
@@ -278,7 +281,9 @@ impl RunControl {
     }
 
     /// [`RunControl::run`] with a block engine: slices of [`ENGINE_SLICE`] instructions, with
-    /// the kick and the interrupt lines looked at between them.
+    /// the kick and the interrupt lines looked at between them. Where the engine stops at a
+    /// breakpoint, the instruction there is stepped as [`RunControl::step`] does (which stops
+    /// the vCPU, or, right after a stop there, runs it).
     fn run_engine(&mut self, cpu: &mut Interpreter, engine: &mut dyn BlockEngine) -> VcpuExit {
         for _ in 0..STEPS_PER_RUN / ENGINE_SLICE {
             if self.kick.pending() && self.kick.take() {
@@ -287,7 +292,16 @@ impl RunControl {
             if let Some(exit) = self.take_interrupt(cpu) {
                 return exit;
             }
-            if let Some(exit) = Self::exit_for(engine.run(cpu, ENGINE_SLICE), cpu) {
+            if !self.breakpoints.is_empty()
+                && self.breakpoints.contains(&cpu.fetch_linear(cpu.regs.rip))
+            {
+                if let Some(exit) = self.step(cpu, true) {
+                    return exit;
+                }
+                continue;
+            }
+            let event = engine.run(cpu, ENGINE_SLICE, &self.breakpoints);
+            if let Some(exit) = Self::exit_for(event, cpu) {
                 return exit;
             }
         }

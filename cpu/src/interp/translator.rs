@@ -93,6 +93,12 @@ impl Interpreter {
         })
     }
 
+    /// The linear address of the next instruction (CS's base added to RIP outside 64-bit
+    /// mode), as a debugger's breakpoints name it.
+    pub fn rip_linear(&self) -> u64 {
+        self.fetch_linear(self.regs.rip)
+    }
+
     /// Makes every store to guest frame `gfn` take the slow path from the next instruction
     /// boundary on, so that it reaches [`ShadowMmu::code_written`]: call before reading code
     /// from the frame to translate it.
