@@ -269,38 +269,6 @@ fn runs_natively(i: &Instruction) -> bool {
             | Tzcnt
             | Lzcnt
             | Popcnt
-            | Seto
-            | Setno
-            | Setb
-            | Setae
-            | Sete
-            | Setne
-            | Setbe
-            | Seta
-            | Sets
-            | Setns
-            | Setp
-            | Setnp
-            | Setl
-            | Setge
-            | Setle
-            | Setg
-            | Cmovo
-            | Cmovno
-            | Cmovb
-            | Cmovae
-            | Cmove
-            | Cmovne
-            | Cmovbe
-            | Cmova
-            | Cmovs
-            | Cmovns
-            | Cmovp
-            | Cmovnp
-            | Cmovl
-            | Cmovge
-            | Cmovle
-            | Cmovg
             | Cbw
             | Cwde
             | Cdqe
@@ -330,7 +298,7 @@ fn runs_natively(i: &Instruction) -> bool {
             | Movbe
             | Lahf
             | Sahf
-    );
+    ) || is_setcc_or_cmovcc(i);
     if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
         return false;
     }
@@ -408,6 +376,11 @@ fn needs_alignment(i: &Instruction) -> bool {
         && i.memory_size().size() == 16
         && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
         && !matches!(i.mnemonic(), Movdqu | Movups | Movupd | Lddqu)
+}
+
+/// Whether `i` is a SETcc or a CMOVcc: a conditional instruction that does not branch.
+fn is_setcc_or_cmovcc(i: &Instruction) -> bool {
+    i.condition_code() != ConditionCode::None && i.flow_control() == FlowControl::Next
 }
 
 /// Whether `i` needs the guest's flags in the host's before it runs: it reads some, or
