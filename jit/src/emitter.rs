@@ -280,9 +280,14 @@ impl Emitter {
         self.store_homes(at.dirty);
         self.account(at);
         self.load_imm(reg::RAX, at.rip);
+        dynasm!(self.ops ; .arch x64 ; mov QWORD [r15 + offset::RIP], rax);
+        self.leave(exit);
+    }
+
+    /// Returns to the dispatcher with `exit`.
+    fn leave(&mut self, exit: Exit) {
         dynasm!(self.ops
             ; .arch x64
-            ; mov QWORD [r15 + offset::RIP], rax
             ; mov eax, exit as i32
             ; jmp extern self.runtime.exit
         );
@@ -303,11 +308,7 @@ impl Emitter {
         debug_assert!(!self.flags.stale);
         self.store_homes(at.dirty);
         self.account(at);
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov eax, exit as i32
-            ; jmp extern self.runtime.exit
-        );
+        self.leave(exit);
     }
 
     /// Leaves the block for a direct jump to `at.rip` on the block's own page: through a
@@ -329,9 +330,8 @@ impl Emitter {
             ; mov QWORD [r15 + offset::RIP], rax
             ; lea rax, [=>site]
             ; mov QWORD [r15 + offset::PATCH_SITE], rax
-            ; mov eax, Exit::Chain as i32
-            ; jmp extern self.runtime.exit
         );
+        self.leave(Exit::Chain);
     }
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a

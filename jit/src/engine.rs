@@ -168,8 +168,7 @@ impl Jit {
             return Err(Stop::Cold);
         }
         // Stores to the frame must take the slow path before its bytes are read (they then
-        // invalidate what is translated from them); the dispatcher flushes the TLB's direct
-        // stores to it before the block runs.
+        // invalidate what is translated from them).
         cpu.protect_code(umbra_mmu::addr::Gfn(key.gpa >> 12));
         let offset = (key.gpa & 0xfff) as usize;
         // SAFETY: `host_page` is the host address of the guest frame holding the code, RAM
@@ -202,6 +201,9 @@ impl Jit {
                         self.counters.blocks_translated += 1;
                         self.counters.host_bytes += block.code.len() as u64;
                         self.counters.guest_instructions += u64::from(block.instructions);
+                        // Translating protected the frame: the TLB must drop direct stores
+                        // to it before the block runs.
+                        cpu.begin_block();
                         return Ok((entry, block.guest_bytes, block.instructions));
                     }
                     // The buffer is full: start over, once.
@@ -259,7 +261,6 @@ impl Jit {
         ctx.tlb_entries = tlb.entries as u64;
         ctx.tlb_root = u64::from(tlb.root);
         ctx.tlb_spread = tlb.spread;
-        ctx.xmm = cpu.xmm_registers() as u64;
         let mut patch: Option<(usize, u64)> = None;
         let stop = loop {
             cpu.begin_block();
@@ -276,14 +277,8 @@ impl Jit {
             };
             let (entry, guest_bytes, instructions) = match self.block(cpu, key, page, context) {
                 Ok(block) => block,
-                Err(stop) => {
-                    if matches!(stop, Stop::Interpret)
-                        && let Some(mnemonic) = self.cache.exit_at(rip)
-                    {
-                        self.count_fallback(Some(mnemonic));
-                    }
-                    break stop;
-                }
+                // `block` counted the instruction left to the interpreter.
+                Err(stop) => break stop,
             };
             if let Some((site, epoch)) = patch.take()
                 && epoch == self.cache.epoch()
@@ -309,8 +304,8 @@ impl Jit {
                 (self.context.budget - i64::from(instructions)).max(0)
             };
             self.context.budget -= held_back;
-            // Translating protected a frame: the TLB must drop direct stores to it first.
-            cpu.begin_block();
+            // Taken afresh before each entry: `cpu` was used since.
+            self.context.xmm = cpu.xmm_registers() as u64;
             self.context.cpu = cpu as *mut Interpreter as u64;
             // SAFETY: `entry` is a block of this cache, assembled for its address, and the
             // context is this JIT's, with the TLB view of this vCPU's current root; while

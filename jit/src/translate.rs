@@ -106,25 +106,25 @@ pub(crate) fn translate(
         let mnemonic = (decoder.last_error() == DecoderError::None).then(|| instruction.mnemonic());
         return Translation::Untranslated(mnemonic);
     };
-    if lowering(first, start.sse) == Lowering::Interpret {
+    let &(first, first_lowering) = first;
+    if first_lowering == Lowering::Interpret {
         return Translation::Untranslated(Some(first.mnemonic()));
     }
+    // Only the last instruction can be the interpreter's (decoding stops there).
+    let ends_in_interpreter = instructions.last().map(|&(_, l)| l) == Some(Lowering::Interpret);
     let mut block = BlockTranslator {
         emitter: Emitter::new(base, runtime),
         info: InstructionInfoFactory::new(),
         start,
-        length: instructions
-            .iter()
-            .position(|i| lowering(i, start.sse) == Lowering::Interpret)
-            .unwrap_or(instructions.len()) as u32,
+        length: (instructions.len() - usize::from(ends_in_interpreter)) as u32,
         index: 0,
         accesses: 0,
         interpreted: Vec::new(),
     };
     block.prologue();
     let mut ended = false;
-    for instruction in &instructions {
-        if block.instruction(instruction) {
+    for (instruction, lowering) in &instructions {
+        if block.instruction(instruction, *lowering) {
             ended = true;
             break;
         }
@@ -132,7 +132,7 @@ pub(crate) fn translate(
     }
     if !ended {
         // Out of instructions or page: on to the next one.
-        let next = instructions.last().map_or(start.rip, |i| i.next_ip());
+        let next = instructions.last().map_or(start.rip, |(i, _)| i.next_ip());
         block.emitter.spill_flags();
         block.jump_to(next);
     }
@@ -143,16 +143,17 @@ pub(crate) fn translate(
             instructions: block.length,
             guest_bytes: instructions
                 .last()
-                .map_or(0, |last| (last.next_ip() - start.rip) as u32),
+                .map_or(0, |(last, _)| (last.next_ip() - start.rip) as u32),
             interpreted: block.interpreted,
         }),
         Err(_) => Translation::Untranslated(Some(first.mnemonic())),
     }
 }
 
-/// The block's instructions: up to the first control transfer (included) or the first one
-/// the interpreter must run (included, as the block's exit), within the page.
-fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<Instruction> {
+/// The block's instructions, each with its lowering: up to the first control transfer
+/// (included) or the first one the interpreter must run (included, as the block's exit),
+/// within the page.
+fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<(Instruction, Lowering)> {
     let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
     let mut instructions = Vec::new();
     while instructions.len() < MAX_BLOCK_INSTRUCTIONS && decoder.can_decode() {
@@ -160,9 +161,10 @@ fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<Instruction> {
         if decoder.last_error() != DecoderError::None {
             break;
         }
-        instructions.push(instruction);
-        let ends = lowering(&instruction, sse) == Lowering::Interpret
-            || instruction.flow_control() != FlowControl::Next;
+        let lowered = lowering(&instruction, sse);
+        instructions.push((instruction, lowered));
+        let ends =
+            lowered == Lowering::Interpret || instruction.flow_control() != FlowControl::Next;
         if ends {
             break;
         }
@@ -500,7 +502,8 @@ impl BlockTranslator {
     fn after(&self, rip: u64) -> ExitPoint {
         ExitPoint {
             rip,
-            unrun: self.length - self.index - 1,
+            // Past the block's last instruction (a fall-through to the next page) none is left.
+            unrun: self.length.saturating_sub(self.index + 1),
             accesses: self.accesses,
             dirty: self.emitter.cache.dirty,
         }
@@ -508,12 +511,7 @@ impl BlockTranslator {
 
     /// Leaves for `target` after the current instruction: chained if it is on this page.
     fn jump_to(&mut self, target: u64) {
-        let at = ExitPoint {
-            rip: target,
-            unrun: self.length.saturating_sub(self.index + 1),
-            accesses: self.accesses,
-            dirty: self.emitter.cache.dirty,
-        };
+        let at = self.after(target);
         if target >> 12 == self.start.rip >> 12 {
             self.emitter.exit_chained(at);
         } else {
@@ -521,9 +519,9 @@ impl BlockTranslator {
         }
     }
 
-    /// Translates one instruction; `true` when it ended the block.
-    fn instruction(&mut self, i: &Instruction) -> bool {
-        match lowering(i, self.start.sse) {
+    /// Translates one instruction, lowered as `lowering`; `true` when it ended the block.
+    fn instruction(&mut self, i: &Instruction, lowering: Lowering) -> bool {
+        match lowering {
             Lowering::Native => {
                 if !self.native(i) {
                     self.leave_to_interpreter(i);
@@ -591,17 +589,13 @@ impl BlockTranslator {
     /// Leaves the block for the address in RBX (an indirect jump's target).
     fn leave_for_rbx(&mut self) {
         dynasm!(self.emitter.ops ; .arch x64 ; mov QWORD [r15 + offset::RIP], rbx);
-        let at = ExitPoint {
-            rip: 0,
-            unrun: self.length - self.index - 1,
-            accesses: self.accesses,
-            dirty: self.emitter.cache.dirty,
-        };
+        // The exit's RIP is the one just stored.
+        let at = self.after(0);
         self.emitter.exit_stored_rip(Exit::Jump, at);
     }
 
     /// R14 <- the linear address of `i`'s memory operand (without a segment base for LEA).
-    /// Flag-free: only MOV and LEA; clobbers RAX.
+    /// Flag-free: only MOV and LEA; clobbers R12.
     fn address_into_r14(&mut self, i: &Instruction, with_segment: bool) {
         let base = i.memory_base();
         let index = i.memory_index();

@@ -124,6 +124,31 @@ struct Outcome {
 }
 
 impl Rig {
+    /// Runs `sequence` on the interpreter and on the JIT: what differs at the end, and each
+    /// one's registers (the interpreter's as `kvm`, the JIT's as `emu`). Nothing differs
+    /// where the runs cannot be compared: past the reader of an undefined flag neither is an
+    /// oracle for the other (the interpreter need not leave undefined flags as the host does).
+    fn run_jit_pair(&mut self, sequence: &Sequence) -> Result<PairRun, MachineError> {
+        let mode = sequence.mode;
+        let (interpreter, _, _, undefined) = self.interpret(sequence)?;
+        let reference = sequence_registers(mode, &interpreter);
+        if undefined.read_by.is_some() {
+            return Ok(PairRun {
+                differences: Vec::new(),
+                kvm: reference,
+                emu: reference,
+            });
+        }
+        self.jit.load(sequence)?;
+        let end = self.jit.run()?;
+        let jit = self.jit.snapshot(end)?;
+        Ok(PairRun {
+            differences: compare(mode, &interpreter, &jit, undefined.flags),
+            kvm: reference,
+            emu: sequence_registers(mode, &jit),
+        })
+    }
+
     /// Runs `sequence` on the single-stepped interpreter: the state it leaves, the
     /// instructions it executed, the flags they leave undefined that KVM and the interpreter
     /// are known to leave differently, and all those the SDM leaves undefined.
@@ -274,71 +299,39 @@ impl Campaign {
         })
     }
 
+    /// The rig of `mode` among `rigs` (a field, so that the campaign's stats stay free).
+    fn rig(rigs: &mut [Rig], mode: Mode) -> &mut Rig {
+        rigs.iter_mut()
+            .find(|rig| rig.generator.mode() == mode)
+            .expect("a rig for every mode")
+    }
+
     /// Runs the sequence of `seed` in `mode` on the interpreter alone and with the JIT
     /// translating every block at once: what differs at the end, if anything.
     pub fn run_jit(&mut self, mode: Mode, seed: u64) -> Result<Option<String>, MachineError> {
-        let rig = self
-            .rigs
-            .iter_mut()
-            .find(|rig| rig.generator.mode() == mode)
-            .expect("a rig for every mode");
+        let rig = Self::rig(&mut self.rigs, mode);
         let sequence = rig.generator.generate(seed);
-        let Some(differences) = rig.run_interpreter_and_jit(&sequence)? else {
+        let run = rig.run_jit_pair(&sequence)?;
+        if run.differences.is_empty() {
             return Ok(None);
-        };
-        // The shortest prefix that already differs.
-        let mut first = sequence.starts.len();
-        for k in 0..sequence.starts.len() {
-            if rig
-                .run_interpreter_and_jit(&prefix(&sequence, k))?
-                .is_some()
-            {
-                first = k;
-                break;
-            }
         }
+        let first = first_divergence(&sequence, |prefix| rig.run_jit_pair(prefix))?
+            .map_or("the end".to_string(), |first| {
+                format!("{:#x}", first.instruction.ip())
+            });
         let mut report = format!(
-            "the JIT diverges in {mode} mode, seed {seed}, from instruction {first} on:\n{}at the end:\n",
+            "the JIT diverges in {mode} mode, seed {seed}, from the instruction at {first} on:\n{}at the end:\n",
             listing(&sequence)
         );
-        for d in differences {
+        for d in run.differences {
             report += &format!("  {}: interpreter {}, jit {}\n", d.what, d.kvm, d.emu);
         }
         Ok(Some(report))
     }
-}
 
-impl Rig {
-    /// Runs `sequence` on the interpreter and on the JIT: what differs at the end, if they
-    /// can be compared and differ.
-    fn run_interpreter_and_jit(
-        &mut self,
-        sequence: &Sequence,
-    ) -> Result<Option<Vec<Difference>>, MachineError> {
-        let rig = self;
-        let mode = sequence.mode;
-        let (interpreter, _, _, undefined) = rig.interpret(sequence)?;
-        if undefined.read_by.is_some() {
-            // Past the reader of an undefined flag, neither run is an oracle for the other
-            // (the interpreter need not leave undefined flags as the host does).
-            return Ok(None);
-        }
-        rig.jit.load(sequence)?;
-        let end = rig.jit.run()?;
-        let jit = rig.jit.snapshot(end)?;
-        let differences = compare(mode, &interpreter, &jit, undefined.flags);
-        Ok((!differences.is_empty()).then_some(differences))
-    }
-}
-
-impl Campaign {
     /// Runs the sequence of `seed` in `mode`; a divergence comes back as a report.
     pub fn run(&mut self, mode: Mode, seed: u64) -> Result<Option<Report>, MachineError> {
-        let rig = self
-            .rigs
-            .iter_mut()
-            .find(|rig| rig.generator.mode() == mode)
-            .expect("a rig for every mode");
+        let rig = Self::rig(&mut self.rigs, mode);
         let sequence = rig.generator.generate(seed);
         let outcome = rig.run_pair(&sequence)?;
 
