@@ -49,6 +49,17 @@ fn boots_to_userspace(protocol: &str) {
         serial.starts_with("[    0.000000] Linux version "),
         "{serial}"
     );
+    // The MP table leads the kernel to the local APIC and the I/O APIC, and the PIT's
+    // interrupt reaches it through the I/O APIC (no fallback to the 8259 through LINT0).
+    for line in [
+        "found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]",
+        "IOAPIC[0]: apic_id 1, version 32, address 0xfec00000",
+        "APIC: Switch to symmetric I/O mode setup",
+        "..TIMER: vector=0x30 apic1=0 pin1=2",
+    ] {
+        assert!(serial.contains(line), "{line} missing:\n{serial}");
+    }
+    assert!(!serial.contains("MP-BIOS bug"), "{serial}");
     assert!(serial.contains(USERSPACE_LINE), "{serial}");
     assert!(serial.contains(DONE_LINE), "{serial}");
     assert!(

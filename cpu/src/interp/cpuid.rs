@@ -1,7 +1,9 @@
 //! CPUID: the processor Umbra's interpreter presents.
 //!
 //! One consistent feature set: everything advertised is implemented, and an instruction whose
-//! feature is not advertised raises #UD. The table grows as the interpreter does.
+//! feature is not advertised raises #UD. The table grows as the interpreter does. The local
+//! APIC advertised is the machine's (`umbra_devices::lapic`, at 0xfee00000), and leaf 0x15
+//! gives the TSC rate against that APIC's timer clock.
 
 use iced_x86::CpuidFeature;
 
@@ -24,6 +26,7 @@ mod leaf1_edx {
     pub const MSR: u32 = 1 << 5;
     pub const PAE: u32 = 1 << 6;
     pub const CX8: u32 = 1 << 8;
+    pub const APIC: u32 = 1 << 9;
     pub const SEP: u32 = 1 << 11;
     pub const PGE: u32 = 1 << 13;
     pub const CMOV: u32 = 1 << 15;
@@ -40,6 +43,7 @@ mod leaf1_edx {
         | MSR
         | PAE
         | CX8
+        | APIC
         | SEP
         | PGE
         | CMOV
@@ -103,17 +107,49 @@ mod ext1 {
     pub const EDX_LM: u32 = 1 << 29;
 }
 
-/// The highest basic leaf: 0x15, the time-stamp counter's rate.
-const MAX_BASIC_LEAF: u32 = 0x15;
+/// The highest basic leaf: 0x16, the processor's frequency.
+const MAX_BASIC_LEAF: u32 = 0x16;
 
-/// Leaf 0x15: EAX and EBX, the ratio of the TSC to the crystal clock, and ECX, the crystal's
-/// rate in Hz, such that ECX * EBX / EAX is the host's TSC rate, at which the guest's TSC
-/// ticks (so a kernel need not calibrate it against a timer, and trusts it as known). The
-/// crystal is the TSC itself, or its half, third... where the rate passes 32 bits.
+/// The crystal clock leaf 0x15 reports: the local APIC timer's 1 GHz bus clock (see
+/// `umbra_devices::lapic`), which Linux takes it to be when it sets the APIC timer's period
+/// from this leaf.
+const CRYSTAL_HZ: u64 = 1_000_000_000;
+
+/// Leaf 0x15: ECX the crystal's rate in Hz, and EBX / EAX the ratio of the time-stamp
+/// counter to it, so that ECX * EBX / EAX is the host's TSC rate, at which the guest's TSC
+/// ticks (a kernel need not calibrate it against a timer, and trusts it as known).
+///
+/// Linux computes the TSC rate as `crystal kHz * EBX / EAX` in 32-bit arithmetic, so EBX
+/// stays below 2^32 / (crystal kHz) = 4294; the ratio is the closest fraction with such a
+/// numerator (for a 2.6 GHz TSC, within a fraction of a ppm). Computed once per process.
 fn tsc_leaf() -> [u32; 4] {
-    let hz = super::msr::host_tsc_hz();
-    let ratio = hz / (1 << 32) + 1;
-    [1, ratio as u32, (hz / ratio) as u32, 0]
+    static LEAF: std::sync::OnceLock<[u32; 4]> = std::sync::OnceLock::new();
+    *LEAF.get_or_init(|| {
+        let (numerator, denominator) =
+            closest_ratio(super::msr::host_tsc_hz(), CRYSTAL_HZ, LINUX_MAX_NUMERATOR);
+        [denominator as u32, numerator as u32, CRYSTAL_HZ as u32, 0]
+    })
+}
+
+/// Leaf 0x16: the processor's base and maximum frequency, the host's TSC rate, and the bus
+/// (the crystal of leaf 0x15), in MHz, so a kernel need not time its processor against the
+/// PIT either.
+fn frequency_leaf() -> [u32; 4] {
+    let mhz = (super::msr::host_tsc_hz() / 1_000_000) as u32;
+    [mhz, mhz, (CRYSTAL_HZ / 1_000_000) as u32, 0]
+}
+
+/// The largest EBX of leaf 0x15 for which Linux's `crystal kHz * EBX` fits in 32 bits.
+const LINUX_MAX_NUMERATOR: u64 = u32::MAX as u64 / (CRYSTAL_HZ / 1000);
+
+/// The fraction p / q closest to `a / b` with 1 <= p <= `max_numerator` (at least 1).
+fn closest_ratio(a: u64, b: u64, max_numerator: u64) -> (u64, u64) {
+    let target = a as f64 / b as f64;
+    let error = |(p, q): (u64, u64)| (p as f64 / q as f64 - target).abs();
+    (1..=max_numerator)
+        .map(|p| (p, ((p as f64 / target).round() as u64).max(1)))
+        .min_by(|&x, &y| error(x).total_cmp(&error(y)))
+        .expect("max_numerator is at least 1")
 }
 
 /// Reads four bytes of `bytes` at `at` as a little-endian register value.
@@ -142,6 +178,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
             0,
         ],
         0x15 => tsc_leaf(),
+        0x16 => frequency_leaf(),
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => [
             0,
@@ -205,7 +242,7 @@ mod tests {
     #[test]
     fn the_vendor_and_brand_read_back() {
         let [max, ebx, ecx, edx] = cpuid(0, 0);
-        assert_eq!(max, 0x15);
+        assert_eq!(max, 0x16);
         let vendor: Vec<u8> = [ebx, edx, ecx]
             .iter()
             .flat_map(|r| r.to_le_bytes())
@@ -221,10 +258,32 @@ mod tests {
     #[test]
     fn leaf_0x15_gives_the_host_tsc_rate() {
         let [denominator, numerator, crystal, _] = cpuid(0x15, 0);
-        let rate = u64::from(crystal) * u64::from(numerator) / u64::from(denominator);
-        let host = super::super::msr::host_tsc_hz();
-        assert!(rate.abs_diff(host) <= u64::from(numerator), "{rate} {host}");
-        assert!(rate > 100_000_000, "{rate}");
+        assert_eq!(u64::from(crystal), CRYSTAL_HZ);
+        // As Linux computes it, in kHz and 32-bit arithmetic.
+        let khz = (crystal / 1000).checked_mul(numerator).unwrap() / denominator;
+        let host_khz = super::super::msr::host_tsc_hz() / 1000;
+        assert!(
+            u64::from(khz).abs_diff(host_khz) <= host_khz / 100_000,
+            "{khz} {host_khz}"
+        );
+    }
+
+    #[test]
+    fn leaf_0x16_gives_the_tsc_rate_and_the_crystal_in_mhz() {
+        let [base, max, bus, _] = cpuid(0x16, 0);
+        let host_mhz = super::super::msr::host_tsc_hz() / 1_000_000;
+        assert_eq!((u64::from(base), u64::from(max)), (host_mhz, host_mhz));
+        assert_eq!(u64::from(bus) * 1_000_000, CRYSTAL_HZ);
+    }
+
+    #[test]
+    fn ratios_are_the_closest_fractions() {
+        assert_eq!(
+            closest_ratio(2_596_122_000, 1_000_000_000, 4294),
+            (3079, 1186)
+        );
+        assert_eq!(closest_ratio(3_000_000_000, 1_000_000_000, 4294), (3, 1));
+        assert_eq!(closest_ratio(500_000_000, 1_000_000_000, 4294), (1, 2));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Kernels booted without firmware, as QEMU's `-kernel` boots them: a Linux bzImage
 //! ([`linux`]) or a multiboot kernel ([`multiboot`]), loaded into guest RAM with the tables
-//! they read (the memory map of [`e820`], a zero page or multiboot information) and entered
-//! in the state their protocol gives ([`entry`]).
+//! they read (the memory map of [`e820`], a zero page or multiboot information, the MP table
+//! of [`mptable`] that firmware would leave) and entered in the state their protocol gives
+//! ([`entry`]).
 //!
 //! Guest memory a loader uses below 1 MiB (RAM there: a machine that boots a kernel has no
 //! ROM):
@@ -12,6 +13,7 @@
 //!   0x9000     page tables of the 64-bit Linux entry, or the multiboot memory map
 //!   0x9500     multiboot information
 //!   0x20000    Linux command line
+//!   0x9fc00    MP table (in the extended BIOS data area)
 //! ```
 //!
 //! Errors carry their cause as their source: `{:#}` prints the whole line.
@@ -19,11 +21,13 @@
 pub mod e820;
 pub mod entry;
 pub mod linux;
+pub mod mptable;
 pub mod multiboot;
 
 use std::path::{Path, PathBuf};
 
-use umbra_mmu::memslot::Memslots;
+use umbra_cpu::interp::cpuid;
+use umbra_mmu::memslot::{MemslotError, Memslots};
 
 use crate::memory_size::MemorySize;
 use entry::EntryState;
@@ -78,6 +82,9 @@ pub enum LoaderError {
         #[source]
         error: multiboot::MultibootError,
     },
+    /// The MP table could not be written (a bug in the layout).
+    #[error("cannot write the MP table")]
+    MpTable(#[source] MemslotError),
 }
 
 /// Reads `path` whole.
@@ -90,9 +97,21 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, LoaderError> {
 }
 
 /// Loads the kernel `boot` names, and what goes with it, into a machine with `memory` of RAM
-/// and no firmware; returns the state to enter it in. A file with Linux's setup header is a
-/// bzImage (as QEMU decides, even if it has a multiboot header too).
+/// and no firmware, with the MP table; returns the state to enter it in. A file with Linux's
+/// setup header is a bzImage (as QEMU decides, even if it has a multiboot header too).
 pub fn load(
+    memslots: &Memslots,
+    memory: MemorySize,
+    boot: &KernelBoot,
+) -> Result<EntryState, LoaderError> {
+    let entry = load_kernel(memslots, memory, boot)?;
+    let [signature, _, _, features] = cpuid::cpuid(1, 0);
+    mptable::write(memslots, signature, features).map_err(LoaderError::MpTable)?;
+    Ok(entry)
+}
+
+/// [`load`] without the MP table.
+fn load_kernel(
     memslots: &Memslots,
     memory: MemorySize,
     boot: &KernelBoot,
