@@ -82,9 +82,11 @@ pub struct RunArgs {
     )]
     pub append: Option<String>,
 
-    /// With a Linux --kernel: enter at the 64-bit entry (long mode, the first 4 GiB
-    /// identity-mapped) or the 32-bit one (flat protected mode, paging off).
-    #[arg(long, value_enum, default_value = "64", requires = "kernel")]
+    /// With a Linux --kernel: `vmlinux` unpacks the kernel (xz, gzip or zstd) and enters
+    /// the kernel proper at its 64-bit entry, skipping the kernel's own decompressor; `64` and
+    /// `32` enter the bzImage's decompressor at its 64-bit entry (long mode, the first 4 GiB
+    /// identity-mapped) or its 32-bit one (flat protected mode, paging off).
+    #[arg(long, value_enum, default_value = "vmlinux", requires = "kernel")]
     pub boot_protocol: LinuxEntry,
 
     /// What runs guest code: `kvm`, the emulator (`emu`), or `auto` to pick for this host.
@@ -351,7 +353,7 @@ mod tests {
         assert_eq!(boot.kernel, PathBuf::from("bz"));
         assert_eq!(boot.initrd.as_deref(), Some("rd"));
         assert_eq!(boot.cmdline, "-initrd x");
-        assert_eq!(boot.linux_entry, LinuxEntry::Bits64);
+        assert_eq!(boot.linux_entry, LinuxEntry::Vmlinux);
     }
 
     #[test]

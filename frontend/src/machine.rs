@@ -173,11 +173,17 @@ impl Machine {
     }
 
     /// Loads the kernel `boot` names (with its initrd or modules and command line) into a
-    /// machine built without a ROM, and puts the vCPU at its entry.
-    pub fn load_kernel(&mut self, boot: &KernelBoot) -> Result<(), MachineError> {
-        let entry = loader::load(&self.memslots, self.memory, boot)?;
-        entry.apply(&mut *self.vcpu)?;
-        Ok(())
+    /// machine built without a ROM, and puts the vCPU at its entry. A Linux kernel's command
+    /// line gets the parameters the backend needs ([`Vm::linux_parameters`]); returns them.
+    pub fn load_kernel(&mut self, boot: &KernelBoot) -> Result<Vec<&'static str>, MachineError> {
+        let parameters = self.vm.linux_parameters();
+        let loaded = loader::load(&self.memslots, self.memory, boot, parameters)?;
+        loaded.entry.apply(&mut *self.vcpu)?;
+        Ok(if loaded.linux {
+            parameters.to_vec()
+        } else {
+            Vec::new()
+        })
     }
 
     /// Lets a debugger stop and resume the vCPU from another thread, through the returned

@@ -167,13 +167,20 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         other => Failure::runtime(other),
     })?;
+    eprintln!("umbra: accel {}", choice.reason);
     if let Some(boot) = &kernel {
-        machine.load_kernel(boot).map_err(|e| match e {
+        let appended = machine.load_kernel(boot).map_err(|e| match e {
             MachineError::Load(_) => Failure::bad_input(e),
             other => Failure::runtime(other),
         })?;
+        if !appended.is_empty() {
+            eprintln!(
+                "umbra: {}: appended to the kernel command line: {}",
+                choice.hypervisor.name(),
+                appended.join(" ")
+            );
+        }
     }
-    eprintln!("umbra: accel {}", choice.reason);
     if let Some(address) = gdb {
         let control = machine.debug_control(args.wait_for_gdb);
         let view = MachineView {

@@ -163,6 +163,12 @@ pub trait Vm: Send + Sync {
     fn kernel_stats(&self) -> Result<Vec<(String, u64)>, BackendError> {
         Ok(Vec::new())
     }
+
+    /// Parameters a Linux guest's command line needs on this backend, to keep the kernel off
+    /// what the backend cannot run and cannot hide from it through CPUID; empty for most.
+    fn linux_parameters(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// One virtual CPU.

@@ -3,16 +3,23 @@
 //!
 //! rust-vmm's `linux-loader` reads and checks the setup header and places the protected-mode
 //! kernel at 1 MiB; this module builds the zero page (the setup header, the command line, the
-//! initrd's place, the e820 map of [`super::e820`]) and enters the kernel at its 64-bit entry
-//! (`startup_64`, 0x200 past the load address) in long mode with the first 4 GiB
-//! identity-mapped, or at its 32-bit entry (`startup_32`) in flat protected mode without
-//! paging. Either way RSI holds the zero page's address.
+//! initrd's place, the e820 map of [`super::e820`]) and enters the kernel at one of three
+//! entries ([`LinuxEntry`]):
+//! - by default, the kernel proper's `startup_64`, the kernel unpacked by Umbra
+//!   ([`super::vmlinux`]) and placed at the physical addresses of its ELF segments (16 MiB for
+//!   a distribution kernel), in long mode with the first 4 GiB identity-mapped;
+//! - the bzImage's 64-bit entry (its decompressor's `startup_64`, 0x200 past the load
+//!   address), the same way;
+//! - its 32-bit entry (`startup_32`) in flat protected mode without paging.
+//!
+//! RSI holds the zero page's address in all three.
 //!
 //! ```text
 //!   0x7000     zero page (struct boot_params)
 //!   0x8ff0     top of the initial stack
 //!   0x20000    command line
 //!   0x100000   the protected-mode kernel, then its decompression space (init_size)
+//!   0x1000000  the unpacked kernel (its segments' physical addresses), instead
 //!   below the end of low RAM (or the kernel's initrd_addr_max), page-aligned: the initrd
 //! ```
 
@@ -28,6 +35,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::e820::{self, E820Entry};
 use super::entry::{EntryMode, EntryState, gpr};
+use super::vmlinux;
 use crate::memory_map::ONE_MIB;
 use crate::memory_size::MemorySize;
 
@@ -65,6 +73,9 @@ const PAGE_SIZE: u64 = 0x1000;
 /// Which of the kernel's entry points to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LinuxEntry {
+    /// The kernel proper's 64-bit entry: Umbra unpacks the kernel ([`vmlinux`]) and the
+    /// guest starts past its decompressor, in long mode with the first 4 GiB identity-mapped.
+    Vmlinux,
     /// The 64-bit entry: long mode, the first 4 GiB identity-mapped.
     #[value(name = "64")]
     Bits64,
@@ -90,14 +101,21 @@ pub enum LinuxError {
     /// The kernel has no 64-bit entry point.
     #[error("this kernel has no 64-bit entry point (boot it with --boot-protocol 32)")]
     No64BitEntry,
-    /// The kernel and its decompression space do not fit in low RAM.
-    #[error("the kernel needs RAM up to {needed:#x}, but low RAM ends at {ram_end:#x}")]
-    TooLarge {
+    /// The kernel (with its decompression space) does not fit in low RAM above 1 MiB.
+    #[error(
+        "the kernel needs RAM from {start:#x} to {end:#x}, but the kernel's RAM is from 1 MiB to {ram_end:#x}"
+    )]
+    OutsideRam {
+        /// Where the kernel starts.
+        start: u64,
         /// The end of the kernel's load and decompression space.
-        needed: u64,
+        end: u64,
         /// Where RAM below 4 GiB ends.
         ram_end: u64,
     },
+    /// The kernel proper cannot be taken out of the bzImage.
+    #[error(transparent)]
+    Vmlinux(#[from] vmlinux::VmlinuxError),
     /// The command line is longer than the kernel takes.
     #[error("the kernel command line is {len} bytes; this kernel takes at most {max}")]
     CmdlineTooLong {
@@ -157,18 +175,35 @@ pub fn load(
 ) -> Result<EntryState, LinuxError> {
     check_length(image)?;
     let (header, kernel) = load_kernel(image)?;
-    if boot.entry == LinuxEntry::Bits64 && header.xloadflags & XLF_KERNEL_64 == 0 {
-        return Err(LinuxError::No64BitEntry);
-    }
     let ram_end = e820::low_ram_end(memory);
-    let kernel_end = KERNEL_ADDR + kernel_footprint(&header, kernel.len());
-    if kernel_end > ram_end {
-        return Err(LinuxError::TooLarge {
-            needed: kernel_end,
-            ram_end,
-        });
-    }
-    memslots.write(Gpa(KERNEL_ADDR), &kernel)?;
+    let (kernel_end, entry_point) = match boot.entry {
+        LinuxEntry::Vmlinux => {
+            let vmlinux = vmlinux::unpack(
+                header.version,
+                header.payload_offset,
+                header.payload_length,
+                &kernel,
+            )?;
+            check_fits(vmlinux.start(), vmlinux.end(), ram_end)?;
+            for segment in &vmlinux.segments {
+                memslots.write(Gpa(segment.addr), &segment.data)?;
+                let zeros = vec![0; (segment.mem_size - segment.data.len() as u64) as usize];
+                memslots.write(Gpa(segment.addr + segment.data.len() as u64), &zeros)?;
+            }
+            (vmlinux.end(), vmlinux.entry)
+        }
+        LinuxEntry::Bits64 | LinuxEntry::Bits32 => {
+            let bits64 = boot.entry == LinuxEntry::Bits64;
+            if bits64 && header.xloadflags & XLF_KERNEL_64 == 0 {
+                return Err(LinuxError::No64BitEntry);
+            }
+            let kernel_end = KERNEL_ADDR + kernel_footprint(&header, kernel.len());
+            check_fits(KERNEL_ADDR, kernel_end, ram_end)?;
+            memslots.write(Gpa(KERNEL_ADDR), &kernel)?;
+            let offset = if bits64 { STARTUP_64_OFFSET } else { 0 };
+            (kernel_end, KERNEL_ADDR + offset)
+        }
+    };
 
     let cmdline = command_line(&header, boot.cmdline)?;
     memslots.write(Gpa(CMDLINE_ADDR), &cmdline)?;
@@ -184,19 +219,32 @@ pub fn load(
     memslots.write(Gpa(ZERO_PAGE_ADDR), zero_page.as_slice())?;
 
     let state = match boot.entry {
-        LinuxEntry::Bits64 => EntryState::new(
+        LinuxEntry::Vmlinux | LinuxEntry::Bits64 => EntryState::new(
             EntryMode::Long64,
-            KERNEL_ADDR + STARTUP_64_OFFSET,
+            entry_point,
             &[(gpr::RSI, ZERO_PAGE_ADDR), (gpr::RSP, STACK_TOP)],
         ),
         LinuxEntry::Bits32 => EntryState::new(
             EntryMode::Protected32,
-            KERNEL_ADDR,
+            entry_point,
             &[(gpr::RSI, ZERO_PAGE_ADDR)],
         ),
     };
     state.write_tables(memslots)?;
     Ok(state)
+}
+
+/// Checks that a kernel from `start` to `end` lies in RAM above the boot tables (1 MiB) and
+/// below `ram_end`.
+fn check_fits(start: u64, end: u64, ram_end: u64) -> Result<(), LinuxError> {
+    if start < ONE_MIB || end > ram_end {
+        return Err(LinuxError::OutsideRam {
+            start,
+            end,
+            ram_end,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `image` holds all its setup header says it has: the setup sectors and
@@ -436,6 +484,38 @@ mod tests {
     }
 
     #[test]
+    fn the_vmlinux_entry_is_the_unpacked_kernel_s_own() {
+        use crate::loader::vmlinux::tests::{gzip_payload, tiny_elf};
+        let (memslots, memory) = machine("64M");
+        let payload = gzip_payload(&tiny_elf(&[0x90, 0xf4], 0x100));
+        let mut image = tiny_bzimage(payload.len().next_multiple_of(16));
+        image[1024..1024 + payload.len()].copy_from_slice(&payload);
+        image[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        let initrd = vec![0x5a; 5000];
+        let boot = LinuxBoot {
+            initrd: Some(&initrd),
+            cmdline: "",
+            entry: LinuxEntry::Vmlinux,
+        };
+        memslots.write(Gpa(0x100_0002), &[0xff; 4]).unwrap();
+        let state = load(&memslots, memory, &image, &boot).unwrap();
+        assert_eq!(state.mode, EntryMode::Long64);
+        assert_eq!(state.regs.rip, 0x100_0000);
+        assert_eq!(state.regs.gpr[gpr::RSI], ZERO_PAGE_ADDR);
+        let mut kernel = [0xaa; 4];
+        memslots.read(Gpa(0x100_0000), &mut kernel).unwrap();
+        assert_eq!(kernel, [0x90, 0xf4, 0, 0], "the code, then its zeroed bss");
+        let hdr = read_params(&memslots).hdr;
+        assert!(u64::from(hdr.ramdisk_image) >= 0x100_0102);
+
+        let mut lz4 = image.clone();
+        lz4[1024..1028].copy_from_slice(&[0x02, 0x21, 0x4c, 0x18]);
+        let error = load(&memslots, memory, &lz4, &boot).unwrap_err();
+        assert!(error.to_string().contains("--boot-protocol 64"), "{error}");
+    }
+
+    #[test]
     fn bad_images_and_arguments_are_refused() {
         let (memslots, memory) = machine("64M");
         let boot = LinuxBoot {
@@ -479,7 +559,7 @@ mod tests {
 
         let (small, small_memory) = machine("4M");
         let error = load(&small, small_memory, &image, &boot).unwrap_err();
-        assert!(matches!(error, LinuxError::TooLarge { .. }), "{error}");
+        assert!(matches!(error, LinuxError::OutsideRam { .. }), "{error}");
 
         let (memslots, memory) = machine("8M");
         let huge = vec![0; 4 << 20];

@@ -23,6 +23,7 @@ pub mod entry;
 pub mod linux;
 pub mod mptable;
 pub mod multiboot;
+pub mod vmlinux;
 
 use std::path::{Path, PathBuf};
 
@@ -96,18 +97,29 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, LoaderError> {
     })
 }
 
+/// A kernel loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The state to enter it in.
+    pub entry: EntryState,
+    /// Whether it is a Linux kernel (rather than a multiboot one).
+    pub linux: bool,
+}
+
 /// Loads the kernel `boot` names, and what goes with it, into a machine with `memory` of RAM
-/// and no firmware, with the MP table; returns the state to enter it in. A file with Linux's
-/// setup header is a bzImage (as QEMU decides, even if it has a multiboot header too).
+/// and no firmware, with the MP table. A file with Linux's setup header is a bzImage (as QEMU
+/// decides, even if it has a multiboot header too), whose command line gets
+/// `linux_parameters` after the user's.
 pub fn load(
     memslots: &Memslots,
     memory: MemorySize,
     boot: &KernelBoot,
-) -> Result<EntryState, LoaderError> {
-    let entry = load_kernel(memslots, memory, boot)?;
+    linux_parameters: &[&str],
+) -> Result<Loaded, LoaderError> {
+    let loaded = load_kernel(memslots, memory, boot, linux_parameters)?;
     let [signature, _, _, features] = cpuid::cpuid(1, 0);
     mptable::write(memslots, signature, features).map_err(LoaderError::MpTable)?;
-    Ok(entry)
+    Ok(loaded)
 }
 
 /// [`load`] without the MP table.
@@ -115,7 +127,8 @@ fn load_kernel(
     memslots: &Memslots,
     memory: MemorySize,
     boot: &KernelBoot,
-) -> Result<EntryState, LoaderError> {
+    linux_parameters: &[&str],
+) -> Result<Loaded, LoaderError> {
     let image = read("kernel", &boot.kernel)?;
     let path = boot.kernel.display().to_string();
     if linux::is_bzimage(&image) {
@@ -123,13 +136,19 @@ fn load_kernel(
             Some(file) => Some(read("initrd", Path::new(file))?),
             None => None,
         };
+        let cmdline = std::iter::once(boot.cmdline.as_str())
+            .chain(linux_parameters.iter().copied())
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         let linux = LinuxBoot {
             initrd: initrd.as_deref(),
-            cmdline: &boot.cmdline,
+            cmdline: &cmdline,
             entry: boot.linux_entry,
         };
-        return linux::load(memslots, memory, &image, &linux)
-            .map_err(|error| LoaderError::Linux { path, error });
+        let entry = linux::load(memslots, memory, &image, &linux)
+            .map_err(|error| LoaderError::Linux { path, error })?;
+        return Ok(Loaded { entry, linux: true });
     }
     let Some(header) = multiboot::find_header(&image) else {
         return Err(LoaderError::UnknownFormat(path));
@@ -148,6 +167,10 @@ fn load_kernel(
         None => Vec::new(),
     };
     let cmdline = format!("{path} {}", boot.cmdline);
-    multiboot::load(memslots, memory, &image, &header, &cmdline, &modules)
-        .map_err(|error| LoaderError::Multiboot { path, error })
+    let entry = multiboot::load(memslots, memory, &image, &header, &cmdline, &modules)
+        .map_err(|error| LoaderError::Multiboot { path, error })?;
+    Ok(Loaded {
+        entry,
+        linux: false,
+    })
 }

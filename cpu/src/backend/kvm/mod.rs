@@ -6,6 +6,7 @@
 //! emulator.
 
 mod convert;
+mod cpuid;
 mod stats;
 mod vcpu;
 mod vm;
@@ -171,11 +172,17 @@ impl Hypervisor for KvmHypervisor {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(KvmError::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        let flavor = KvmFlavor::detect();
         let vm = self
             .kvm
             .create_vm()
             .map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
-        Ok(KvmVm::new(vm, cpuid, memslots)?)
+        Ok(KvmVm::new(
+            vm,
+            flavor,
+            cpuid::guest_cpuid(cpuid, flavor),
+            memslots,
+        )?)
     }
 }
 

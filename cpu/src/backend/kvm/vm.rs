@@ -29,15 +29,18 @@ const TSS_ADDRESS: usize = 0xfeff_d000;
 /// A KVM VM.
 pub struct KvmVm {
     vm: Arc<VmFd>,
+    flavor: KvmFlavor,
     cpuid: CpuId,
     memslots: Arc<Memslots>,
     vcpu_traits: VcpuTraits,
 }
 
 impl KvmVm {
-    /// Wraps a fresh KVM VM, mirrors `memslots` into it and keeps following them.
+    /// Wraps a fresh KVM VM of `flavor`, whose vCPUs get `cpuid`, mirrors `memslots` into it
+    /// and keeps following them.
     pub(super) fn new(
         vm: VmFd,
+        flavor: KvmFlavor,
         cpuid: CpuId,
         memslots: Arc<Memslots>,
     ) -> Result<Arc<Self>, BackendError> {
@@ -51,7 +54,7 @@ impl KvmVm {
                 .map_or(36, |eax_ebx_ecx_edx| eax_ebx_ecx_edx[0] as u8)
                 .clamp(32, 52),
             gbpages: cpuid_leaf(&cpuid, 0x8000_0001).is_some_and(|regs| regs[3] & (1 << 26) != 0),
-            breakpoints_by_stepping: KvmFlavor::detect() == KvmFlavor::Pvm,
+            breakpoints_by_stepping: flavor == KvmFlavor::Pvm,
             block_irq: debug_flags > 0 && debug_flags as u32 & KVM_GUESTDBG_BLOCKIRQ != 0,
         };
         let vm = Arc::new(vm);
@@ -59,6 +62,7 @@ impl KvmVm {
         memslots.set_observer(Box::new(MemslotMirror { vm: vm.clone() }))?;
         Ok(Arc::new(Self {
             vm,
+            flavor,
             cpuid,
             memslots,
             vcpu_traits,
@@ -110,6 +114,13 @@ impl Vm for KvmVm {
 
     fn kernel_stats(&self) -> Result<Vec<(String, u64)>, BackendError> {
         super::stats::read(&*self.vm)
+    }
+
+    fn linux_parameters(&self) -> &'static [&'static str] {
+        match self.flavor {
+            KvmFlavor::Pvm => super::cpuid::PVM_LINUX_PARAMETERS,
+            _ => &[],
+        }
     }
 }
 
