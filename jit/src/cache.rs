@@ -23,6 +23,9 @@ pub(crate) struct BlockKey {
     pub read_bit: u16,
     /// Whether SSE instructions were allowed (translated) or fault (left to the interpreter).
     pub sse: bool,
+    /// Whether SSE floating point could not trap (translated) or could (left to the
+    /// interpreter).
+    pub float: bool,
 }
 
 /// What the cache holds for a key.

@@ -43,6 +43,11 @@ pub struct BlockContext {
     pub patch_site: u64,
     /// The guest's XMM registers (`*mut u128`, XMM0 first).
     pub xmm: u64,
+    /// The guest's MXCSR (`*mut u32`), loaded around the floating-point instructions blocks
+    /// run.
+    pub mxcsr: u64,
+    /// The host's MXCSR, restored after each of them.
+    pub host_mxcsr: u64,
     /// The guest's arithmetic flags as LAHF and SETO leave them: bits 15:8 are RFLAGS' low
     /// byte (SF, ZF, AF, PF, CF), bit 0 is OF.
     pub parked_flags: u64,
@@ -50,6 +55,63 @@ pub struct BlockContext {
     pub slow_accesses: u64,
     /// The vCPU, for the slow-path helper: a `*mut Interpreter`, valid while a block runs.
     pub cpu: u64,
+    /// The jump cache's first entry (a `*const JumpEntry`).
+    pub jump_cache: u64,
+    /// The jump cache's epoch: its entries of another epoch are stale.
+    pub jump_epoch: u64,
+    /// The vCPU's TLB invalidations when the epoch was last checked against them.
+    pub tlb_invalidations: u64,
+}
+
+/// An entry of the jump cache, where blocks leaving for a RIP they cannot chain to (an
+/// indirect jump or call, a return, a jump to another page) look its block up before going
+/// back to the dispatcher: valid while its epoch is the context's, that is while the
+/// translations and blocks it was filled under still stand (see `Jit::run_blocks`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JumpEntry {
+    /// The guest RIP.
+    pub rip: u64,
+    /// The epoch it was filled in.
+    pub epoch: u64,
+    /// The block's host code.
+    pub entry: u64,
+    padding: u64,
+}
+
+impl JumpEntry {
+    /// The entry for `rip`'s block at `entry`, in `epoch`.
+    pub fn new(rip: u64, epoch: u64, entry: u64) -> JumpEntry {
+        JumpEntry {
+            rip,
+            epoch,
+            entry,
+            padding: 0,
+        }
+    }
+}
+
+/// log2 of the jump cache's entries.
+pub const JUMP_CACHE_BITS: u32 = 12;
+
+/// The jump cache's index for `rip` (what generated code computes too).
+pub fn jump_index(rip: u64) -> usize {
+    ((rip ^ (rip >> JUMP_CACHE_BITS)) & ((1 << JUMP_CACHE_BITS) - 1)) as usize
+}
+
+/// Where a jump-cache entry's fields lie.
+pub mod jump_entry {
+    use super::JumpEntry;
+    use std::mem::offset_of;
+
+    /// The size of an entry, a power of two.
+    pub const SIZE: usize = size_of::<JumpEntry>();
+    /// RIP.
+    pub const RIP: i32 = offset_of!(JumpEntry, rip) as i32;
+    /// The epoch.
+    pub const EPOCH: i32 = offset_of!(JumpEntry, epoch) as i32;
+    /// The host code.
+    pub const ENTRY: i32 = offset_of!(JumpEntry, entry) as i32;
 }
 
 /// Offsets of [`BlockContext`]'s fields, for generated code.
@@ -84,8 +146,16 @@ pub mod offset {
     pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
     /// The XMM registers' address.
     pub const XMM: i32 = offset_of!(BlockContext, xmm) as i32;
+    /// MXCSR's address.
+    pub const MXCSR: i32 = offset_of!(BlockContext, mxcsr) as i32;
+    /// The host's MXCSR.
+    pub const HOST_MXCSR: i32 = offset_of!(BlockContext, host_mxcsr) as i32;
     /// The parked flags.
     pub const PARKED_FLAGS: i32 = offset_of!(BlockContext, parked_flags) as i32;
+    /// The jump cache.
+    pub const JUMP_CACHE: i32 = offset_of!(BlockContext, jump_cache) as i32;
+    /// The jump cache's epoch.
+    pub const JUMP_EPOCH: i32 = offset_of!(BlockContext, jump_epoch) as i32;
 }
 
 /// RFLAGS' arithmetic flags: OF, SF, ZF, AF, PF, CF.

@@ -22,7 +22,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
-use crate::context::{Exit, offset};
+use crate::context::{Exit, JUMP_CACHE_BITS, jump_entry, offset};
 
 /// Host register numbers.
 pub(crate) mod reg {
@@ -284,12 +284,42 @@ impl Emitter {
         self.leave(exit);
     }
 
-    /// Returns to the dispatcher with `exit`.
+    /// Returns to the dispatcher with `exit`; a [`Exit::Jump`] first looks the block at RIP up
+    /// in the jump cache, and goes straight to it on a hit.
     fn leave(&mut self, exit: Exit) {
+        if exit == Exit::Jump {
+            self.jump_through_cache();
+        }
         dynasm!(self.ops
             ; .arch x64
             ; mov eax, exit as i32
             ; jmp extern self.runtime.exit
+        );
+    }
+
+    /// Jumps to the block for the RIP in the context if the jump cache has it for this epoch;
+    /// falls through otherwise. Clobbers RAX, R12 and R13.
+    fn jump_through_cache(&mut self) {
+        let miss = self.ops.new_dynamic_label();
+        let mask = (1i32 << JUMP_CACHE_BITS) - 1;
+        let shift = jump_entry::SIZE.trailing_zeros() as i8;
+        debug_assert_eq!(1 << shift, jump_entry::SIZE);
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov rax, QWORD [r15 + offset::RIP]
+            ; mov r12, rax
+            ; shr r12, JUMP_CACHE_BITS as i8
+            ; xor r12, rax
+            ; and r12d, mask
+            ; shl r12d, shift
+            ; add r12, QWORD [r15 + offset::JUMP_CACHE]
+            ; cmp rax, QWORD [r12 + jump_entry::RIP]
+            ; jne =>miss
+            ; mov r13, QWORD [r12 + jump_entry::EPOCH]
+            ; cmp r13, QWORD [r15 + offset::JUMP_EPOCH]
+            ; jne =>miss
+            ; jmp QWORD [r12 + jump_entry::ENTRY]
+            ; =>miss
         );
     }
 

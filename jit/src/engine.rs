@@ -13,7 +13,7 @@ use umbra_cpu::state::Registers;
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
-use crate::context::{self, BlockContext, Exit};
+use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry};
 use crate::counters::JitCounters;
 use crate::emitter::Runtime;
 use crate::translate::{BlockStart, Translation, translate};
@@ -52,7 +52,15 @@ pub struct Jit {
     counters: JitCounters,
     /// The names fallback counters are published under.
     fallback_names: FxHashMap<iced_x86::Mnemonic, &'static str>,
+    /// The jump cache ([`JumpEntry`]), which the context points at.
+    jump_cache: Box<[JumpEntry]>,
+    /// What the jump cache's epoch was started for: the root and the privilege context.
+    jump_key: Option<JumpKey>,
 }
+
+/// What a jump-cache epoch holds for besides the TLB's contents: the root's TLB tag, and the
+/// block context's read bit, SSE and floating-point settings (blocks are keyed by them).
+type JumpKey = (u32, u16, bool, bool);
 
 impl Jit {
     /// A JIT translating a block once it has been reached more than `threshold` times.
@@ -62,9 +70,16 @@ impl Jit {
         // SAFETY: `enter` is the entry sequence just assembled, with the signature of
         // `EnterFn` (System V: context in RDI, block in RSI, exit code in EAX).
         let enter: EnterFn = unsafe { std::mem::transmute::<usize, EnterFn>(enter) };
+        let jump_cache = vec![JumpEntry::default(); 1 << JUMP_CACHE_BITS].into_boxed_slice();
         Ok(Jit {
             cache: CodeCache::new(buffer, permanent),
-            context: Box::default(),
+            context: Box::new(BlockContext {
+                host_mxcsr: host_mxcsr().into(),
+                jump_cache: jump_cache.as_ptr() as u64,
+                // Entries start in epoch 0: none is valid.
+                jump_epoch: 1,
+                ..BlockContext::default()
+            }),
             enter,
             runtime: Runtime {
                 exit,
@@ -74,7 +89,20 @@ impl Jit {
             code_generation: 0,
             counters: JitCounters::default(),
             fallback_names: FxHashMap::default(),
+            jump_cache,
+            jump_key: None,
         })
+    }
+
+    /// Starts a new jump-cache epoch if a translation its entries rest on may have changed:
+    /// TLB entries were dropped, or the root or the privilege context is another.
+    fn check_jump_epoch(&mut self, cpu: &Interpreter, key: JumpKey) {
+        let invalidations = cpu.tlb_invalidations();
+        if invalidations != self.context.tlb_invalidations || self.jump_key != Some(key) {
+            self.context.tlb_invalidations = invalidations;
+            self.jump_key = Some(key);
+            self.context.jump_epoch += 1;
+        }
     }
 
     /// The JIT's counters.
@@ -127,6 +155,8 @@ impl Jit {
         if generation == self.code_generation {
             return;
         }
+        // Blocks may go: the jump cache must not lead to them.
+        self.context.jump_epoch += 1;
         match shadow.code_written_between(self.code_generation, generation) {
             Some(frames) => {
                 for gfn in frames {
@@ -182,6 +212,7 @@ impl Jit {
             read_bit: context.read_bit,
             write_bit: context.write_bit,
             sse: context.sse,
+            float: context.float,
         };
         for attempt in 0..2 {
             match translate(bytes, start, self.cache.next_address(), self.runtime) {
@@ -210,6 +241,7 @@ impl Jit {
                     if attempt == 0 {
                         self.counters.invalidations += self.cache.flush() as u64;
                         self.counters.flushes += 1;
+                        self.context.jump_epoch += 1;
                     }
                 }
             }
@@ -261,10 +293,16 @@ impl Jit {
         ctx.tlb_entries = tlb.entries as u64;
         ctx.tlb_root = u64::from(tlb.root);
         ctx.tlb_spread = tlb.spread;
+        let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
+        if !breakpoints.is_empty() {
+            // Blocks run one at a time: none may find the next in the jump cache.
+            ctx.jump_epoch += 1;
+        }
         let mut patch: Option<(usize, u64)> = None;
         let stop = loop {
             cpu.begin_block();
             self.catch_up(cpu);
+            self.check_jump_epoch(cpu, jump_key);
             let rip = self.context.rip;
             let Some(page) = cpu.code_page(rip) else {
                 break Stop::Interpret;
@@ -274,12 +312,17 @@ impl Jit {
                 gpa: page.gpa,
                 read_bit: context.read_bit,
                 sse: context.sse,
+                float: context.float,
             };
             let (entry, guest_bytes, instructions) = match self.block(cpu, key, page, context) {
                 Ok(block) => block,
                 // `block` counted the instruction left to the interpreter.
                 Err(stop) => break stop,
             };
+            if breakpoints.is_empty() {
+                self.jump_cache[context::jump_index(rip)] =
+                    JumpEntry::new(rip, self.context.jump_epoch, entry as u64);
+            }
             if let Some((site, epoch)) = patch.take()
                 && epoch == self.cache.epoch()
             {
@@ -306,6 +349,7 @@ impl Jit {
             self.context.budget -= held_back;
             // Taken afresh before each entry: `cpu` was used since.
             self.context.xmm = cpu.xmm_registers() as u64;
+            self.context.mxcsr = cpu.mxcsr_register() as u64;
             self.context.cpu = cpu as *mut Interpreter as u64;
             // SAFETY: `entry` is a block of this cache, assembled for its address, and the
             // context is this JIT's, with the TLB view of this vCPU's current root; while
@@ -398,12 +442,34 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
     let write = how & 0x100 != 0;
     // A panic must not unwind through generated code: the interpreter then runs the
     // instruction, and meets the same trouble where it can be reported.
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let host = std::panic::catch_unwind(AssertUnwindSafe(|| {
         cpu.translate_direct(linear, size, write)
     }))
     .ok()
     .flatten()
-    .map_or(0, |host| host as u64)
+    .map_or(0, |host| host as u64);
+    // A store to a page table, or to code, drops TLB entries: the jump cache's may be stale.
+    let invalidations = cpu.tlb_invalidations();
+    if invalidations != ctx.tlb_invalidations {
+        ctx.tlb_invalidations = invalidations;
+        ctx.jump_epoch += 1;
+    }
+    host
+}
+
+/// This thread's MXCSR, which generated code restores after each floating-point instruction
+/// it runs under the guest's.
+fn host_mxcsr() -> u32 {
+    let mut value = 0u32;
+    // SAFETY: STMXCSR stores the four bytes of MXCSR at the address of the local `value`.
+    unsafe {
+        std::arch::asm!(
+            "stmxcsr dword ptr [{at}]",
+            at = in(reg) &raw mut value,
+            options(nostack, preserves_flags),
+        );
+    }
+    value
 }
 
 /// Assembles the way into generated code and the way out at the start of `buffer`: their

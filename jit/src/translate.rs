@@ -39,6 +39,9 @@ pub(crate) struct BlockStart {
     /// Whether SSE instructions run rather than fault (see
     /// [`umbra_cpu::interp::translator::BlockContext::sse`]).
     pub sse: bool,
+    /// Whether SSE floating-point instructions run without an exception to raise (see
+    /// [`umbra_cpu::interp::translator::BlockContext::float`]).
+    pub float: bool,
 }
 
 /// A translated block.
@@ -99,7 +102,7 @@ pub(crate) fn translate(
     base: usize,
     runtime: Runtime,
 ) -> Translation {
-    let instructions = decode_block(bytes, start.rip, start.sse);
+    let instructions = decode_block(bytes, start);
     let Some(first) = instructions.first() else {
         let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
         let instruction = decoder.decode();
@@ -153,15 +156,15 @@ pub(crate) fn translate(
 /// The block's instructions, each with its lowering: up to the first control transfer
 /// (included) or the first one the interpreter must run (included, as the block's exit),
 /// within the page.
-fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<(Instruction, Lowering)> {
-    let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
+fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)> {
+    let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
     let mut instructions = Vec::new();
     while instructions.len() < MAX_BLOCK_INSTRUCTIONS && decoder.can_decode() {
         let instruction = decoder.decode();
         if decoder.last_error() != DecoderError::None {
             break;
         }
-        let lowered = lowering(&instruction, sse);
+        let lowered = lowering(&instruction, start);
         instructions.push((instruction, lowered));
         let ends =
             lowered == Lowering::Interpret || instruction.flow_control() != FlowControl::Next;
@@ -172,8 +175,8 @@ fn decode_block(bytes: &[u8], rip: u64, sse: bool) -> Vec<(Instruction, Lowering
     instructions
 }
 
-/// How `i` is translated.
-fn lowering(i: &Instruction, sse: bool) -> Lowering {
+/// How `i` is translated in a block starting at `start`.
+fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
     use Code::*;
     let direct = i.op0_kind() == OpKind::NearBranch64 && is_canonical(i.near_branch_target());
     match i.code() {
@@ -191,7 +194,12 @@ fn lowering(i: &Instruction, sse: bool) -> Lowering {
             Lowering::CallIndirect
         }
         _ if i.is_jcc_short_or_near() && direct => Lowering::Branch,
-        _ if runs_natively(i) || (sse && runs_natively_sse(i)) => Lowering::Native,
+        _ if runs_natively(i)
+            || (start.sse && runs_natively_sse(i))
+            || (start.float && is_float(i) && runs_natively_sse_operands(i)) =>
+        {
+            Lowering::Native
+        }
         _ => Lowering::Interpret,
     }
 }
@@ -353,7 +361,34 @@ fn runs_natively_sse(i: &Instruction) -> bool {
         | Pabsd | Pblendw => true,
         _ => false,
     };
-    if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
+    family && runs_natively_sse_operands(i)
+}
+
+/// The SSE floating-point instructions: arithmetic, square roots, minima and maxima,
+/// compares and conversions, scalar and packed. They read and write MXCSR, which generated
+/// code loads with the guest's around them, in a context where it masks every exception
+/// ([`BlockStart::float`]).
+fn is_float(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    match i.mnemonic() {
+        // The string instruction shares the compare's mnemonic.
+        Cmpsd => i.code() == Code::Cmpsd_xmm_xmmm64_imm8,
+        Addss | Addsd | Addps | Addpd | Subss | Subsd | Subps | Subpd | Mulss | Mulsd | Mulps
+        | Mulpd | Divss | Divsd | Divps | Divpd | Minss | Minsd | Minps | Minpd | Maxss | Maxsd
+        | Maxps | Maxpd | Sqrtss | Sqrtsd | Sqrtps | Sqrtpd | Cmpss | Cmpps | Cmppd | Ucomiss
+        | Ucomisd | Comiss | Comisd | Cvtsi2ss | Cvtsi2sd | Cvtss2sd | Cvtsd2ss | Cvttss2si
+        | Cvttsd2si | Cvtss2si | Cvtsd2si | Cvtdq2ps | Cvtdq2pd | Cvtps2dq | Cvttps2dq
+        | Cvtpd2dq | Cvttpd2dq | Cvtps2pd | Cvtpd2ps | Roundss | Roundsd | Roundps | Roundpd
+        | Haddps | Haddpd | Hsubps | Hsubpd | Addsubps | Addsubpd | Dpps | Dppd => true,
+        _ => false,
+    }
+}
+
+/// Whether the host may run the SSE instruction `i` for the guest as far as its feature and
+/// operands go: the guest's CPUID has the feature, it touches no flag but the arithmetic
+/// ones, and its operands are general or XMM registers, immediates and plain memory.
+fn runs_natively_sse_operands(i: &Instruction) -> bool {
+    if !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
         return false;
     }
     if (i.rflags_read() | i.rflags_modified()) & !0x3f != 0 {
@@ -718,7 +753,24 @@ impl BlockTranslator {
                 dynasm!(self.emitter.ops ; .arch x64 ; movdqu Rx(n), [r12 + 16 * i32::from(n)]);
             }
         }
+        let float = is_float(i);
+        if float {
+            // Under the guest's MXCSR, whose exceptions are all masked: its rounding, DAZ and
+            // FTZ apply, and the flags raised accumulate in it.
+            dynasm!(self.emitter.ops
+                ; .arch x64
+                ; mov r13, QWORD [r15 + offset::MXCSR]
+                ; ldmxcsr [r13]
+            );
+        }
         self.emitter.ops.extend(plan.code);
+        if float {
+            dynasm!(self.emitter.ops
+                ; .arch x64
+                ; stmxcsr [r13]
+                ; ldmxcsr [r15 + offset::HOST_MXCSR]
+            );
+        }
         for &(n, written) in &plan.xmm {
             if written {
                 dynasm!(self.emitter.ops ; .arch x64 ; movdqu [r12 + 16 * i32::from(n)], Rx(n));
@@ -1023,6 +1075,7 @@ mod tests {
             read_bit: 1 << 3,
             write_bit: 1 << 4,
             sse: true,
+            float: true,
         };
         let base = 0x6000_0000;
         let Translation::Block(block) = translate(guest, start, base, runtime) else {

@@ -120,12 +120,14 @@ pub mod entry_layout {
 /// A vCPU's TLB.
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
+    invalidations: u64,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
+            invalidations: 0,
         }
     }
 }
@@ -197,13 +199,22 @@ impl Tlb {
         self.entries.iter().filter(|entry| entry.tag != 0).count()
     }
 
+    /// How many times entries were dropped (a flush, or a page's entries): a translation
+    /// looked up before and still in use elsewhere (as a block's target) may be stale when it
+    /// changed, and is still right when it did not (a fill only replaces an entry).
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations
+    }
+
     /// Drops every entry.
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
+        self.invalidations += 1;
     }
 
     /// Drops the entries for `gva` under each of `roots`.
     pub fn flush_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
+        self.invalidations += 1;
         for root in roots {
             let entry = &mut self.entries[Self::slot(gva, root)];
             if entry.tag == Self::tag(gva) && entry.root == root {

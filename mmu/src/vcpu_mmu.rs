@@ -223,6 +223,11 @@ impl VcpuMmu {
         self.flush_tlb();
     }
 
+    /// How many times TLB entries were dropped ([`Tlb::invalidations`]).
+    pub fn tlb_invalidations(&self) -> u64 {
+        self.tlb.invalidations()
+    }
+
     /// Drops every TLB entry.
     pub fn flush_tlb(&mut self) {
         self.tlb.flush();

@@ -16,6 +16,7 @@ use umbra_mmu::tlb::InlineTlb;
 use umbra_mmu::walker::AccessKind;
 
 use super::Interpreter;
+use super::fpu::mxcsr;
 use crate::state::{CpuMode, RFLAGS_AC, RFLAGS_RF, RFLAGS_TF};
 
 /// DR7's enable bits (L0-L3, G0-G3).
@@ -44,6 +45,10 @@ pub struct BlockContext {
     pub gs_base: u64,
     /// SSE instructions run (CR4.OSFXSR set, CR0.EM and CR0.TS clear) rather than fault.
     pub sse: bool,
+    /// SSE floating-point instructions run with no exception to raise: `sse`, and MXCSR
+    /// masks every SIMD floating-point exception (as it does from reset), so the host may
+    /// run them under the guest's MXCSR ([`Interpreter::mxcsr_register`]) and none traps.
+    pub float: bool,
 }
 
 /// The guest page holding code at some linear address.
@@ -67,12 +72,14 @@ impl Interpreter {
             && !self.halted
             && !self.watching()
             && !(self.cpl == 3 && self.sregs.cr0 & CR0_AM != 0 && rflags & RFLAGS_AC != 0);
+        let sse = self.sregs.cr4 & CR4_OSFXSR != 0 && self.sregs.cr0 & (CR0_EM | CR0_TS) == 0;
         plain.then(|| BlockContext {
             read_bit: InlineTlb::direct_bit(self.access(AccessKind::Read)),
             write_bit: InlineTlb::direct_bit(self.access(AccessKind::Write)),
             fs_base: self.sregs.fs.base,
             gs_base: self.sregs.gs.base,
-            sse: self.sregs.cr4 & CR4_OSFXSR != 0 && self.sregs.cr0 & (CR0_EM | CR0_TS) == 0,
+            sse,
+            float: sse && self.fpu.state.mxcsr & mxcsr::MASKS == mxcsr::MASKS,
         })
     }
 
@@ -117,6 +124,12 @@ impl Interpreter {
         self.mmu.begin_instruction();
     }
 
+    /// How many times TLB entries were dropped: while it stays the same (and so does the
+    /// root), every translation made since is still right, a block's target address included.
+    pub fn tlb_invalidations(&self) -> u64 {
+        self.mmu.tlb_invalidations()
+    }
+
     /// The TLB as generated code may read it, or `None` when every access must walk.
     pub fn inline_tlb(&self) -> Option<InlineTlb> {
         self.mmu.inline_tlb()
@@ -147,6 +160,13 @@ impl Interpreter {
     /// instruction itself.
     pub fn xmm_registers(&mut self) -> *mut u128 {
         self.fpu.state.xmm.as_mut_ptr()
+    }
+
+    /// MXCSR, for generated code that runs SSE floating-point instructions under it (only in
+    /// a [`BlockContext`] whose `float` is set): valid until the vCPU next runs an
+    /// instruction itself.
+    pub fn mxcsr_register(&mut self) -> *mut u32 {
+        &raw mut self.fpu.state.mxcsr
     }
 
     /// Counts `instructions` retired by generated code, and the `tlb_hits` it made inline.

@@ -8,8 +8,9 @@
 //! - On PVM: the features whose instructions KVM's instruction emulator cannot run, since PVM
 //!   runs all guest kernel code in it (CMPXCHG16B, XSAVE/XRSTOR and the AVX family that needs
 //!   them, INVPCID and PCID, STAC/CLAC, CLWB and CLFLUSHOPT, MOVBE, RDRAND and RDSEED,
-//!   FSGSBASE, RDPID, PKU, AES-NI and PCLMULQDQ, and the bit-manipulation extensions). A guest kernel then patches
-//!   its alternatives to the baseline instructions the emulator has. On hardware KVM the guest
+//!   FSGSBASE, RDPID, PKU, POPCNT, AES-NI and PCLMULQDQ, and the bit-manipulation
+//!   extensions). A guest kernel then patches its alternatives to the baseline instructions
+//!   the emulator has. On hardware KVM the guest
 //!   sees everything KVM supports but the first group.
 //!
 //! PVM controls only the CPUID bits its `KVM_GET_SUPPORTED_CPUID` reports (CMPXCHG16B, CLWB
@@ -67,12 +68,14 @@ const PVM_EMULATOR_GAPS: &[Removed] = &[
     Removed {
         leaf: 1,
         reg: Reg::Ecx,
-        // PCLMULQDQ, FMA, CMPXCHG16B, PCID, MOVBE, AES, XSAVE, OSXSAVE, AVX, F16C, RDRAND.
+        // PCLMULQDQ, FMA, CMPXCHG16B, PCID, MOVBE, POPCNT, AES, XSAVE, OSXSAVE, AVX, F16C,
+        // RDRAND.
         bits: bit(1)
             | bit(12)
             | bit(13)
             | bit(17)
             | bit(22)
+            | bit(23)
             | bit(25)
             | bit(26)
             | bit(27)
@@ -132,11 +135,11 @@ const PVM_EMULATOR_GAPS: &[Removed] = &[
 
 /// What a Linux guest's command line needs on PVM, for the features in [`PVM_EMULATOR_GAPS`]
 /// that PVM shows from the host whatever the guest's CPUID says: FXSAVE rather than XSAVE
-/// (which also turns AVX off), and neither SMAP's STAC/CLAC, INVPCID, FSGSBASE, RDPID, RDRAND
-/// nor RDSEED.
+/// (which also turns AVX off), and neither SMAP's STAC/CLAC, INVPCID, FSGSBASE, RDPID,
+/// RDRAND, RDSEED nor POPCNT.
 pub const PVM_LINUX_PARAMETERS: &[&str] = &[
     "noxsave",
-    "clearcpuid=smap,invpcid,fsgsbase,rdpid,rdrand,rdseed",
+    "clearcpuid=smap,invpcid,fsgsbase,rdpid,rdrand,rdseed,popcnt",
 ];
 
 /// `supported` with the features Umbra's machine on `flavor` cannot back taken out.
@@ -231,7 +234,7 @@ mod tests {
         ] {
             assert_eq!(ecx & bit(gone), 0, "{name}");
         }
-        // SSE3 to SSE4.2 and POPCNT stay (user code runs natively); so does every leaf 1 EDX
+        // SSE3 to SSE4.2 stay (user code runs natively); so does every leaf 1 EDX
         // feature.
         for (kept, name) in [(0, "SSE3"), (9, "SSSE3"), (19, "SSE4.1"), (20, "SSE4.2")] {
             assert_ne!(ecx & bit(kept), 0, "{name}");

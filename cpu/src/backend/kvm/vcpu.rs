@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use kvm_bindings::{
     KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_GUESTDBG_BLOCKIRQ,
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, Msrs,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, Msrs,
     kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_msr_entry, kvm_run,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
@@ -33,6 +34,11 @@ use crate::backend::{BackendError, InterruptLines, IoHandler, Vcpu, VcpuExit, Vc
 use crate::debug::{DebugStop, GuestDebug, WatchKind};
 use crate::interp::fpu::FxState;
 use crate::state::{CpuMode, RFLAGS_IF, RFLAGS_RF, Registers, SystemRegisters};
+
+/// INT3's opcode.
+const INT3: u8 = 0xcc;
+/// The breakpoint exception's vector.
+const BREAKPOINT_VECTOR: u8 = 3;
 
 /// DR6.BS: the debug exit was a single step.
 const DR6_BS: u64 = 1 << 14;
@@ -306,6 +312,60 @@ impl KvmVcpu {
         }
     }
 
+    /// The instruction KVM's emulator failed on, when the internal error is an emulation
+    /// failure that carries its bytes (KVM_INTERNAL_ERROR_EMULATION with
+    /// KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES: the flags word, then the length
+    /// byte and 15 instruction bytes).
+    fn unemulated_instruction(&mut self) -> Option<Vec<u8>> {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
+        // KVM filled in.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let with_bytes = internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+            && internal.ndata >= 3
+            && internal.data[0] & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)
+                != 0;
+        if !with_bytes {
+            return None;
+        }
+        let bytes: Vec<u8> = internal.data[1..3]
+            .iter()
+            .flat_map(|word| word.to_le_bytes())
+            .collect();
+        let len = usize::from(bytes[0]).min(15);
+        Some(bytes[1..=len].to_vec())
+    }
+
+    /// Delivers the #BP of an INT3 that KVM's instruction emulator could not run (it emulates
+    /// INT n only in real mode; PVM runs all guest kernel code in it, and Linux executes an
+    /// INT3 at boot to test its handler): RIP past the INT3, then the exception injected
+    /// through KVM_SET_VCPU_EVENTS, so the frame holds the address after it, as INT3's does.
+    /// `false`, with nothing changed, for any other failure.
+    fn deliver_unemulated_int3(&mut self) -> Result<bool, BackendError> {
+        if self
+            .unemulated_instruction()
+            .as_deref()
+            .and_then(|b| b.first())
+            != Some(&INT3)
+        {
+            return Ok(false);
+        }
+        let mut regs = self.registers()?;
+        regs.rip = regs.rip.wrapping_add(1);
+        self.set_registers(&regs)?;
+        let mut events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(KvmError::ioctl("KVM_GET_VCPU_EVENTS"))?;
+        events.exception.injected = 1;
+        events.exception.nr = BREAKPOINT_VECTOR;
+        events.exception.has_error_code = 0;
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(KvmError::ioctl("KVM_SET_VCPU_EVENTS"))?;
+        Ok(true)
+    }
+
     /// KVM's account of an internal error: the suberror and the data words it gives.
     fn internal_error(&mut self) -> String {
         let run = self.fd.get_kvm_run();
@@ -349,6 +409,9 @@ impl Vcpu for KvmVcpu {
                 },
                 Pending::InternalError => {
                     debug_assert_eq!(self.fd.get_kvm_run().exit_reason, KVM_EXIT_INTERNAL_ERROR);
+                    if self.deliver_unemulated_int3()? {
+                        continue;
+                    }
                     VcpuExit::InternalError {
                         description: self.internal_error(),
                     }
