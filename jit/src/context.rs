@@ -26,13 +26,12 @@ pub struct BlockContext {
     pub fs_base: u64,
     /// GS's base.
     pub gs_base: u64,
-    /// Instructions the blocks may still start: a block entered with fewer than its length
-    /// left exits before running any.
+    /// Two counts in one ([`budget`]): in bits 63:24, the instructions blocks may still
+    /// start (a block entered with fewer than its length left exits before running any); in
+    /// bits 23:0, the memory accesses that reached the inline TLB lookup. A block's prologue
+    /// charges its length and its accesses with one instruction, and an exit gives back what
+    /// the block did not run with one more.
     pub budget: i64,
-    /// Instructions retired since the dispatcher entered generated code.
-    pub retired: u64,
-    /// Memory accesses that reached the inline TLB lookup.
-    pub accesses: u64,
     /// The first TLB entry.
     pub tlb_entries: u64,
     /// The current root's TLB tag.
@@ -130,12 +129,8 @@ pub mod offset {
     pub const FS_BASE: i32 = offset_of!(BlockContext, fs_base) as i32;
     /// GS's base.
     pub const GS_BASE: i32 = offset_of!(BlockContext, gs_base) as i32;
-    /// The instruction budget.
+    /// The budget and access count.
     pub const BUDGET: i32 = offset_of!(BlockContext, budget) as i32;
-    /// Instructions retired.
-    pub const RETIRED: i32 = offset_of!(BlockContext, retired) as i32;
-    /// Memory accesses.
-    pub const ACCESSES: i32 = offset_of!(BlockContext, accesses) as i32;
     /// The TLB's first entry.
     pub const TLB_ENTRIES: i32 = offset_of!(BlockContext, tlb_entries) as i32;
     /// The TLB tag.
@@ -156,6 +151,38 @@ pub mod offset {
     pub const JUMP_CACHE: i32 = offset_of!(BlockContext, jump_cache) as i32;
     /// The jump cache's epoch.
     pub const JUMP_EPOCH: i32 = offset_of!(BlockContext, jump_epoch) as i32;
+}
+
+/// The packing of [`BlockContext::budget`].
+pub mod budget {
+    /// Where the instruction count starts.
+    pub const SHIFT: u32 = 24;
+    /// The most instructions a budget may hold, so that the count stays far from overflowing.
+    pub const MAX_INSTRUCTIONS: i64 = 1 << 32;
+
+    /// A budget of `instructions` and no access.
+    pub fn new(instructions: i64) -> i64 {
+        debug_assert!((0..=MAX_INSTRUCTIONS).contains(&instructions));
+        instructions << SHIFT
+    }
+
+    /// The instructions left in `budget`.
+    pub fn instructions(budget: i64) -> i64 {
+        budget >> SHIFT
+    }
+
+    /// The accesses counted in `budget` (fewer than 2^24: a budget is given for at most a few
+    /// thousand instructions, each with at most two accesses).
+    pub fn accesses(budget: i64) -> u64 {
+        (budget & ((1 << SHIFT) - 1)) as u64
+    }
+
+    /// What a block charges for `instructions` run with `accesses` made, or gives back for
+    /// as many not run.
+    pub fn charge(instructions: u32, accesses: u32) -> i32 {
+        let charge = (i64::from(instructions) << SHIFT) - i64::from(accesses);
+        i32::try_from(charge).expect("a block is at most 64 instructions")
+    }
 }
 
 /// RFLAGS' arithmetic flags: OF, SF, ZF, AF, PF, CF.

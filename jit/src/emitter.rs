@@ -22,7 +22,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
-use crate::context::{Exit, JUMP_CACHE_BITS, jump_entry, offset};
+use crate::context::{Exit, JUMP_CACHE_BITS, budget, jump_entry, offset};
 
 /// Host register numbers.
 pub(crate) mod reg {
@@ -58,7 +58,7 @@ pub(crate) const HOMELESS: u16 =
 const HELPER_CLOBBERS: u16 = 0b1111_1100_0111;
 
 /// The registers whose bits are set in `mask`, lowest first.
-fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
+pub(crate) fn registers_in(mask: u16) -> impl Iterator<Item = u8> {
     (0..16u8).filter(move |n| mask & (1 << n) != 0)
 }
 
@@ -100,6 +100,25 @@ pub(crate) struct ExitPoint {
     pub dirty: u16,
 }
 
+/// Which way a budget update goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BudgetUpdate {
+    /// A prologue's charge.
+    Charge,
+    /// An exit's refund.
+    GiveBack,
+}
+
+/// A budget update whose immediate waits for the block's access count: the charge for the
+/// block's `unrun` instructions from some point and its accesses after the first `made`.
+#[derive(Clone, Copy, Debug)]
+struct BudgetSite {
+    /// Where the 32-bit immediate lies in the block's code.
+    immediate_at: usize,
+    unrun: u32,
+    made: u32,
+}
+
 /// The host addresses generated code calls or jumps to.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Runtime {
@@ -118,6 +137,7 @@ pub(crate) struct Emitter {
     /// Guest registers in their homes.
     pub cache: RegisterCache,
     slow_paths: Vec<SlowPath>,
+    budget_sites: Vec<BudgetSite>,
 }
 
 impl Emitter {
@@ -132,6 +152,7 @@ impl Emitter {
             },
             cache: RegisterCache::default(),
             slow_paths: Vec::new(),
+            budget_sites: Vec::new(),
         }
     }
 
@@ -323,14 +344,45 @@ impl Emitter {
         );
     }
 
-    /// Gives back the unrun instructions and counts the accesses made, for an exit at `at`.
+    /// Gives back, for an exit at `at`, what the prologue charged for the instructions not
+    /// run and their accesses not made. An exit after the block's last instruction has nothing
+    /// to give back.
     fn account(&mut self, at: ExitPoint) {
         if at.unrun > 0 {
-            dynasm!(self.ops ; .arch x64 ; add QWORD [r15 + offset::BUDGET], at.unrun as i32);
+            self.budget_update(BudgetUpdate::GiveBack, at.unrun, at.accesses);
         }
-        if at.accesses > 0 {
-            dynasm!(self.ops ; .arch x64 ; add QWORD [r15 + offset::ACCESSES], at.accesses as i32);
+    }
+
+    /// Updates the budget by the charge for `unrun` instructions and the accesses after the
+    /// first `made`, an amount known once the block's accesses are all counted: the
+    /// immediate is patched then ([`BudgetSite`]).
+    pub(crate) fn budget_update(&mut self, update: BudgetUpdate, unrun: u32, made: u32) {
+        let placeholder = i32::MAX;
+        match update {
+            BudgetUpdate::Charge => {
+                dynasm!(self.ops ; .arch x64 ; sub QWORD [r15 + offset::BUDGET], placeholder);
+            }
+            BudgetUpdate::GiveBack => {
+                dynasm!(self.ops ; .arch x64 ; add QWORD [r15 + offset::BUDGET], placeholder);
+            }
         }
+        self.budget_sites.push(BudgetSite {
+            immediate_at: self.ops.offset().0 - 4,
+            unrun,
+            made,
+        });
+    }
+
+    /// The block's code, with the budget updates' immediates written in now that it is known
+    /// to make `accesses` inline accesses in all; `None` if it does not assemble.
+    pub(crate) fn assemble(self, accesses: u32) -> Option<Vec<u8>> {
+        let mut code = self.ops.finalize().ok()?;
+        for site in &self.budget_sites {
+            debug_assert!(site.made <= accesses);
+            let charge = budget::charge(site.unrun, accesses - site.made);
+            code[site.immediate_at..site.immediate_at + 4].copy_from_slice(&charge.to_le_bytes());
+        }
+        Some(code)
     }
 
     /// Leaves the block at `at` with RIP already stored in the context.

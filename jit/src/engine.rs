@@ -13,7 +13,7 @@ use umbra_cpu::state::Registers;
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
-use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry};
+use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry, budget};
 use crate::counters::JitCounters;
 use crate::emitter::Runtime;
 use crate::translate::{BlockStart, Translation, translate};
@@ -287,8 +287,7 @@ impl Jit {
         ctx.parked_flags = context::park_flags(regs.rflags);
         ctx.fs_base = context.fs_base;
         ctx.gs_base = context.gs_base;
-        ctx.budget = *left;
-        ctx.accesses = 0;
+        ctx.budget = budget::new(*left);
         ctx.slow_accesses = 0;
         ctx.tlb_entries = tlb.entries as u64;
         ctx.tlb_root = u64::from(tlb.root);
@@ -344,7 +343,8 @@ impl Jit {
             let held_back = if breakpoints.is_empty() {
                 0
             } else {
-                (self.context.budget - i64::from(instructions)).max(0)
+                let left = budget::instructions(self.context.budget);
+                budget::new((left - i64::from(instructions)).max(0))
             };
             self.context.budget -= held_back;
             // Taken afresh before each entry: `cpu` was used since.
@@ -373,15 +373,16 @@ impl Jit {
             }
         };
         let ctx = &*self.context;
-        let retired = (*left - ctx.budget) as u64;
-        *left = ctx.budget;
+        let retired = (*left - budget::instructions(ctx.budget)) as u64;
+        *left = budget::instructions(ctx.budget);
         cpu.set_registers(&Registers {
             gpr: ctx.gpr,
             rip: ctx.rip,
             rflags: context::unpark_flags(ctx.rflags, ctx.parked_flags),
         });
         self.counters.slow_accesses += ctx.slow_accesses;
-        cpu.retire_translated(retired, ctx.accesses.saturating_sub(ctx.slow_accesses));
+        let accesses = budget::accesses(ctx.budget);
+        cpu.retire_translated(retired, accesses.saturating_sub(ctx.slow_accesses));
         self.counters.instructions += retired;
         stop
     }

@@ -14,7 +14,7 @@
 // dynasm's `Rq(n)` calls `.into()` on a register number that is already a `u8`.
 #![allow(clippy::useless_conversion)]
 
-use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
+use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{
     Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, Instruction,
     InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
@@ -22,7 +22,7 @@ use iced_x86::{
 use umbra_cpu::interp::cpuid;
 
 use crate::context::{Exit, offset};
-use crate::emitter::{Emitter, ExitPoint, Runtime, reg};
+use crate::emitter::{BudgetUpdate, Emitter, ExitPoint, RegisterCache, Runtime, reg, registers_in};
 
 /// The most instructions one block holds.
 pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
@@ -115,16 +115,24 @@ pub(crate) fn translate(
     }
     // Only the last instruction can be the interpreter's (decoding stops there).
     let ends_in_interpreter = instructions.last().map(|&(_, l)| l) == Some(Lowering::Interpret);
+    let mut info = InstructionInfoFactory::new();
+    let self_loop = (!ends_in_interpreter)
+        .then(|| loop_registers(&instructions, start.rip, &mut info))
+        .flatten();
     let mut block = BlockTranslator {
         emitter: Emitter::new(base, runtime),
-        info: InstructionInfoFactory::new(),
+        info,
         start,
         length: (instructions.len() - usize::from(ends_in_interpreter)) as u32,
         index: 0,
         accesses: 0,
         interpreted: Vec::new(),
+        self_loop: None,
     };
     block.prologue();
+    if let Some(registers) = self_loop {
+        block.enter_loop(registers);
+    }
     let mut ended = false;
     for (instruction, lowering) in &instructions {
         if block.instruction(instruction, *lowering) {
@@ -140,8 +148,8 @@ pub(crate) fn translate(
         block.jump_to(next);
     }
     block.emitter.finish_slow_paths();
-    match block.emitter.ops.finalize() {
-        Ok(code) => Translation::Block(BlockCode {
+    match block.emitter.assemble(block.accesses) {
+        Some(code) => Translation::Block(BlockCode {
             code,
             instructions: block.length,
             guest_bytes: instructions
@@ -149,7 +157,7 @@ pub(crate) fn translate(
                 .map_or(0, |(last, _)| (last.next_ip() - start.rip) as u32),
             interpreted: block.interpreted,
         }),
-        Err(_) => Translation::Untranslated(Some(first.mnemonic())),
+        None => Translation::Untranslated(Some(first.mnemonic())),
     }
 }
 
@@ -483,6 +491,59 @@ fn register_at(base: Register, n: u8) -> Register {
     Register::try_from(base as usize + usize::from(n)).expect("a general register")
 }
 
+/// For a block that loops to its own start (its last instruction jumps there, and every
+/// other runs natively, computes an address or does nothing): the homes its body uses, and
+/// those it writes, which stay in their host registers from one iteration to the next.
+/// `None` for any other block.
+fn loop_registers(
+    instructions: &[(Instruction, Lowering)],
+    rip: u64,
+    info: &mut InstructionInfoFactory,
+) -> Option<LoopRegisters> {
+    let ((last, last_lowering), body) = instructions.split_last()?;
+    let back = matches!(last_lowering, Lowering::Branch | Lowering::Jump)
+        && last.near_branch_target() == rip;
+    let plain = body
+        .iter()
+        .all(|(_, l)| matches!(l, Lowering::Native | Lowering::Lea | Lowering::Nop));
+    if !back || !plain {
+        return None;
+    }
+    let mut registers = LoopRegisters::default();
+    for (i, _) in body {
+        for used in info.info(i).used_registers() {
+            let r = used.register();
+            if !r.is_gpr() {
+                continue;
+            }
+            let bit = 1 << gpr_number(r);
+            registers.used |= bit;
+            if !matches!(used.access(), OpAccess::Read | OpAccess::CondRead) {
+                registers.written |= bit;
+            }
+        }
+    }
+    registers.used &= !HOMELESS_GUESTS;
+    registers.written &= registers.used;
+    Some(registers)
+}
+
+/// The homes a block looping to itself keeps loaded ([`loop_registers`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct LoopRegisters {
+    /// Loaded before the first iteration and kept.
+    used: u16,
+    /// Written by an iteration: treated as dirty throughout, so that any exit stores them.
+    written: u16,
+}
+
+/// A block looping to itself: where an iteration starts, and its registers.
+#[derive(Clone, Copy, Debug)]
+struct SelfLoop {
+    top: DynamicLabel,
+    registers: LoopRegisters,
+}
+
 /// The translator's state while it walks a block.
 struct BlockTranslator {
     emitter: Emitter,
@@ -496,20 +557,62 @@ struct BlockTranslator {
     accesses: u32,
     /// The instructions the block leaves to the interpreter.
     interpreted: Vec<(u64, Mnemonic)>,
+    /// Set when the block loops to itself.
+    self_loop: Option<SelfLoop>,
 }
 
 impl BlockTranslator {
-    /// The block's way in: takes its length from the budget, or leaves at once when the
-    /// budget cannot cover it.
+    /// Starts the first iteration of a block that loops to itself: the homes it uses loaded,
+    /// those it writes counted dirty, for every iteration alike.
+    fn enter_loop(&mut self, registers: LoopRegisters) {
+        for n in registers_in(registers.used) {
+            self.emitter.load_gpr(n, n);
+        }
+        self.emitter.cache = RegisterCache {
+            loaded: registers.used,
+            dirty: registers.written,
+        };
+        let top = self.emitter.ops.new_dynamic_label();
+        dynasm!(self.emitter.ops ; .arch x64 ; =>top);
+        self.self_loop = Some(SelfLoop { top, registers });
+    }
+
+    /// Whether a jump to `target` from the block's end goes back to its own start, in a block
+    /// that loops to itself.
+    fn loops_back(&self, target: u64) -> bool {
+        self.self_loop.is_some() && target == self.start.rip
+    }
+
+    /// The jump back to the start of a block that loops to itself: the homes as the first
+    /// iteration found them, the budget charged again, and on to the next iteration without
+    /// leaving; or, when the budget cannot cover another, out with the state stored. The
+    /// flags must be parked.
+    fn back_edge(&mut self, top: DynamicLabel, registers: LoopRegisters) {
+        for n in registers_in(registers.used & !self.emitter.cache.loaded) {
+            self.emitter.load_gpr(n, n);
+        }
+        self.emitter.cache.loaded |= registers.used;
+        self.emitter
+            .budget_update(BudgetUpdate::Charge, self.length, 0);
+        dynasm!(self.emitter.ops ; .arch x64 ; jge =>top);
+        let at = ExitPoint {
+            rip: self.start.rip,
+            unrun: self.length,
+            accesses: 0,
+            dirty: self.emitter.cache.dirty | registers.written,
+        };
+        self.emitter.exit(Exit::Budget, at);
+    }
+
+    /// The block's way in: takes its length and its accesses from the budget, or leaves at
+    /// once when the budget cannot cover them.
     fn prologue(&mut self) {
-        let out = self.emitter.ops.new_dynamic_label();
         let body = self.emitter.ops.new_dynamic_label();
-        let length = self.length as i32;
+        self.emitter
+            .budget_update(BudgetUpdate::Charge, self.length, 0);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; sub QWORD [r15 + offset::BUDGET], length
             ; jge =>body
-            ; =>out
         );
         self.emitter.exit(
             Exit::Budget,
@@ -546,6 +649,12 @@ impl BlockTranslator {
 
     /// Leaves for `target` after the current instruction: chained if it is on this page.
     fn jump_to(&mut self, target: u64) {
+        if let Some(SelfLoop { top, registers }) = self.self_loop
+            && target == self.start.rip
+        {
+            self.back_edge(top, registers);
+            return;
+        }
         let at = self.after(target);
         if target >> 12 == self.start.rip >> 12 {
             self.emitter.exit_chained(at);
@@ -1019,8 +1128,11 @@ impl BlockTranslator {
     /// Jcc: both ways leave the block.
     fn branch(&mut self, i: &Instruction) {
         let cc = condition_number(i.condition_code());
-        // Both ways leave: the context is brought up to date once, before the branch.
-        self.emitter.write_back(ALL_REGISTERS);
+        // Both ways leave: the context is brought up to date once, before the branch; but
+        // for the way back to the start of a block that loops to itself.
+        if !self.loops_back(i.near_branch_target()) {
+            self.emitter.write_back(ALL_REGISTERS);
+        }
         let taken = self.emitter.ops.new_dynamic_label();
         self.emitter.branch_on_flags(cc, taken);
         self.jump_to(i.next_ip());
