@@ -14,7 +14,7 @@ use crate::gdb::control::{DebugControl, Stop};
 use crate::loader::{self, KernelBoot, LoaderError};
 use crate::memory_map;
 use crate::memory_size::MemorySize;
-use crate::platform::Platform;
+use crate::platform::{Platform, TimerKicks};
 
 /// What a machine is built from.
 pub struct MachineConfig<'a> {
@@ -42,6 +42,9 @@ pub enum MachineError {
     /// The kernel could not be loaded.
     #[error(transparent)]
     Load(#[from] LoaderError),
+    /// The thread that kicks the vCPU at timer deadlines could not start.
+    #[error("cannot start the timer thread")]
+    TimerThread(#[source] std::io::Error),
 }
 
 /// How a run ended.
@@ -143,6 +146,8 @@ pub struct Machine {
     platform: Platform,
     /// The backend takes the platform's interrupts, so HLT with interrupts on waits for one.
     takes_interrupts: bool,
+    /// Kicks the vCPU at timer deadlines, while the machine lives (when it takes interrupts).
+    _timer_kicks: Option<TimerKicks>,
     /// A debugger's hold on the vCPU, once one may attach.
     debugger: Option<Arc<DebugControl>>,
     /// What looks at the vCPU between runs.
@@ -159,6 +164,10 @@ impl Machine {
         let vm = hypervisor.create_vm(memslots.clone())?;
         let mut vcpu = vm.create_vcpu(0, platform.buses())?;
         let takes_interrupts = vcpu.set_interrupt_lines(platform.interrupt_lines());
+        let timer_kicks = takes_interrupts
+            .then(|| platform.kick_at_deadlines(vcpu.kick_handle()))
+            .transpose()
+            .map_err(MachineError::TimerThread)?;
         Ok(Self {
             memory: config.memory,
             memslots,
@@ -167,6 +176,7 @@ impl Machine {
             control,
             platform,
             takes_interrupts,
+            _timer_kicks: timer_kicks,
             debugger: None,
             observer: None,
         })

@@ -9,10 +9,12 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use umbra_cpu::backend::{InterruptLines, IoHandler};
+use umbra_cpu::backend::{InterruptLines, IoHandler, VcpuKick};
 use umbra_cpu::interp::msr::host_tsc_hz;
 use umbra_devices::bus::{Bus, BusError};
 use umbra_devices::clock::{Clock, HostClock, Timers};
@@ -85,7 +87,7 @@ pub struct Platform {
     buses: Arc<DeviceBuses>,
     chip: Arc<PcIrqChip>,
     clock: Arc<dyn Clock>,
-    timers: Timers,
+    timers: Arc<Timers>,
     uart: Arc<Mutex<Uart>>,
 }
 
@@ -135,7 +137,7 @@ impl Platform {
             buses: Arc::new(buses),
             chip,
             clock,
-            timers,
+            timers: Arc::new(timers),
             uart,
         })
     }
@@ -160,6 +162,12 @@ impl Platform {
         self.timers.run_due();
     }
 
+    /// Kicks `vcpu` out of its backend's run whenever a timer falls due, until the returned
+    /// guard is dropped (see [`TimerKicks`]).
+    pub fn kick_at_deadlines(&self, vcpu: Arc<VcpuKick>) -> std::io::Result<TimerKicks> {
+        TimerKicks::start(self.clock.clone(), self.timers.clone(), vcpu)
+    }
+
     /// Whether an interrupt waits for vCPU 0.
     pub fn interrupt_pending(&self) -> bool {
         self.chip.pending_interrupt(0).is_some()
@@ -175,5 +183,65 @@ impl Platform {
             .map_or(longest, |due| due.min(longest));
         self.chip.wait_for_event(0, Some(deadline));
         self.timers.run_due();
+    }
+}
+
+/// The longest the thread of [`TimerKicks`] sleeps before it looks at the timers again (a
+/// timer programmed meanwhile falls due this late at most).
+const LONGEST_KICK_SLEEP: Duration = Duration::from_millis(1);
+
+/// A thread that kicks the vCPU out of its backend's run when a timer falls due, so that the
+/// vCPU loop runs the timers and delivers their interrupts: KVM runs guest code until the
+/// guest exits, and a guest spinning while it waits for a timer interrupt (Linux calibrating
+/// its APIC timer against the PIT) may never exit on its own. The emulator's runs end often
+/// anyway; a kick only ends one sooner.
+pub struct TimerKicks {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TimerKicks {
+    fn start(
+        clock: Arc<dyn Clock>,
+        timers: Arc<Timers>,
+        vcpu: Arc<VcpuKick>,
+    ) -> std::io::Result<TimerKicks> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("umbra-timer-kicks".into())
+            .spawn(move || {
+                // The deadline last kicked for: one kick each, however long the vCPU takes.
+                let mut kicked_for = None;
+                while !stopped.load(Ordering::Acquire) {
+                    let now = clock.now_ns();
+                    let sleep = match timers.next_deadline() {
+                        Some(due) if due <= now => {
+                            if kicked_for != Some(due) {
+                                vcpu.kick();
+                                kicked_for = Some(due);
+                            }
+                            Duration::from_micros(100)
+                        }
+                        Some(due) => Duration::from_nanos(due - now),
+                        None => LONGEST_KICK_SLEEP,
+                    };
+                    std::thread::park_timeout(sleep.min(LONGEST_KICK_SLEEP));
+                }
+            })?;
+        Ok(TimerKicks {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TimerKicks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }

@@ -90,6 +90,10 @@ enum Lowering {
     JumpIndirect,
     /// CALL r/m64.
     CallIndirect,
+    /// REP STOS with 64-bit addresses.
+    RepStos,
+    /// REP MOVS with 64-bit addresses and DS as the source's segment.
+    RepMovs,
     /// Left to the interpreter.
     Interpret,
 }
@@ -188,7 +192,9 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
     use Code::*;
     let direct = i.op0_kind() == OpKind::NearBranch64 && is_canonical(i.near_branch_target());
     match i.code() {
-        Nopd | Nopq | Nopw | Nop_rm16 | Nop_rm32 | Nop_rm64 | Endbr64 | Pause => Lowering::Nop,
+        // PREFETCHh only hints, and never faults.
+        Nopd | Nopq | Nopw | Nop_rm16 | Nop_rm32 | Nop_rm64 | Endbr64 | Pause | Prefetchnta_m8
+        | Prefetcht0_m8 | Prefetcht1_m8 | Prefetcht2_m8 => Lowering::Nop,
         Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
         Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
         Pop_r64 => Lowering::Pop,
@@ -201,6 +207,18 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         Call_rm64 if i.op0_kind() == OpKind::Register || is_plain_memory(i) => {
             Lowering::CallIndirect
         }
+        Stosb_m8_AL | Stosw_m16_AX | Stosd_m32_EAX | Stosq_m64_RAX
+            if is_plain_rep(i) && i.op0_kind() == OpKind::MemoryESRDI =>
+        {
+            Lowering::RepStos
+        }
+        Movsb_m8_m8 | Movsw_m16_m16 | Movsd_m32_m32 | Movsq_m64_m64
+            if is_plain_rep(i)
+                && i.op0_kind() == OpKind::MemoryESRDI
+                && i.segment_prefix() == Register::None =>
+        {
+            Lowering::RepMovs
+        }
         _ if i.is_jcc_short_or_near() && direct => Lowering::Branch,
         _ if runs_natively(i)
             || (start.sse && runs_natively_sse(i))
@@ -210,6 +228,11 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         }
         _ => Lowering::Interpret,
     }
+}
+
+/// Whether `i` has a REP prefix and no REPNE.
+fn is_plain_rep(i: &Instruction) -> bool {
+    i.has_rep_prefix() && !i.has_repne_prefix()
 }
 
 /// Whether `address` is canonical in every paging mode (48-bit).
@@ -243,7 +266,9 @@ fn is_plain_memory(i: &Instruction) -> bool {
 
 /// The instructions the host may run for the guest: integer instructions whose only effects
 /// are on general registers, the arithmetic flags and one memory operand, that cannot fault
-/// on their own (no division), whose features the guest's CPUID has.
+/// on their own (division only on 32 and 64 bits, behind a guard that leaves for the
+/// interpreter where it would: see `BlockTranslator::divide_guard`), whose features the
+/// guest's CPUID has.
 fn runs_natively(i: &Instruction) -> bool {
     use Mnemonic::*;
     let family = matches!(
@@ -316,7 +341,8 @@ fn runs_natively(i: &Instruction) -> bool {
             | Movbe
             | Lahf
             | Sahf
-    ) || is_setcc_or_cmovcc(i);
+    ) || is_setcc_or_cmovcc(i)
+        || is_divide(i);
     if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
         return false;
     }
@@ -421,6 +447,13 @@ fn needs_alignment(i: &Instruction) -> bool {
         && i.memory_size().size() == 16
         && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
         && !matches!(i.mnemonic(), Movdqu | Movups | Movupd | Lddqu)
+}
+
+/// Whether `i` is a DIV or IDIV of a 32- or 64-bit operand (the sizes generated code
+/// guards; see `BlockTranslator::divide_guard`).
+fn is_divide(i: &Instruction) -> bool {
+    use Code::*;
+    matches!(i.code(), Div_rm32 | Div_rm64 | Idiv_rm32 | Idiv_rm64)
 }
 
 /// Whether `i` is a SETcc or a CMOVcc: a conditional instruction that does not branch.
@@ -715,12 +748,111 @@ impl BlockTranslator {
                 self.leave_for_rbx();
                 return true;
             }
+            Lowering::RepStos | Lowering::RepMovs => {
+                self.emitter.flush(ALL_REGISTERS);
+                self.emitter.spill_flags();
+                self.rep_string(i, lowering == Lowering::RepMovs);
+            }
             Lowering::Interpret => {
                 self.leave_to_interpreter(i);
                 return true;
             }
         }
         false
+    }
+
+    /// REP STOS or (`copy`) REP MOVS, run by the host's own instruction on host memory when
+    /// the elements lie within one page for each operand, in RAM a store may reach directly,
+    /// and DF is clear: then RCX becomes 0 and RDI (and RSI) move past the elements. Anything
+    /// else (a page crossed, DF set, a fault, device memory, a watched or code frame) leaves
+    /// for the interpreter, which runs the instruction as it is. RCX 0 does nothing. Every
+    /// register must have been flushed and the flags spilled; clobbers them all but RSP.
+    fn rep_string(&mut self, i: &Instruction, copy: bool) {
+        let shift = (i.memory_size().size() as u32).trailing_zeros() as i8;
+        let at = self.before(i.ip());
+        let done = self.emitter.ops.new_dynamic_label();
+        let interpret = self.emitter.ops.new_dynamic_label();
+        let (count_at, source_at, destination_at, value_at) = (
+            offset::gpr(1),
+            offset::gpr(6),
+            offset::gpr(7),
+            offset::gpr(reg::RAX),
+        );
+        // RDX: the bytes; each operand's offset in its page plus them must stay in it.
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov rcx, QWORD [r15 + count_at]
+            ; test rcx, rcx
+            ; jz =>done
+            ; test DWORD [r15 + offset::RFLAGS], RFLAGS_DF
+            ; jnz =>interpret
+            ; cmp rcx, 0x1000 >> shift
+            ; ja =>interpret
+            ; mov rdx, rcx
+            ; shl rdx, shift
+            ; mov r14, QWORD [r15 + destination_at]
+            ; mov eax, r14d
+            ; and eax, 0xfff
+            ; add eax, edx
+            ; cmp eax, 0x1000
+            ; ja =>interpret
+        );
+        if copy {
+            dynasm!(self.emitter.ops
+                ; .arch x64
+                ; mov r14, QWORD [r15 + source_at]
+                ; mov eax, r14d
+                ; and eax, 0xfff
+                ; add eax, edx
+                ; cmp eax, 0x1000
+                ; ja =>interpret
+            );
+            // The source's host address in RBX, which the slow-path helper keeps.
+            self.translate_address(i, 1, false);
+            dynasm!(self.emitter.ops
+                ; .arch x64
+                ; mov rbx, r14
+                ; mov r14, QWORD [r15 + destination_at]
+            );
+        }
+        self.translate_address(i, 1, true);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov rdi, r14
+            ; mov rcx, QWORD [r15 + count_at]
+        );
+        if copy {
+            dynasm!(self.emitter.ops ; .arch x64 ; mov rsi, rbx);
+        } else {
+            dynasm!(self.emitter.ops ; .arch x64 ; mov rax, QWORD [r15 + value_at]);
+        }
+        match (copy, shift) {
+            (false, 0) => dynasm!(self.emitter.ops ; .arch x64 ; rep stosb),
+            (false, 1) => dynasm!(self.emitter.ops ; .arch x64 ; rep stosw),
+            (false, 2) => dynasm!(self.emitter.ops ; .arch x64 ; rep stosd),
+            (false, _) => dynasm!(self.emitter.ops ; .arch x64 ; rep stosq),
+            (true, 0) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsb),
+            (true, 1) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsw),
+            (true, 2) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsd),
+            (true, _) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsq),
+        }
+        // The bytes done, from how far the host's RDI moved.
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; sub rdi, r14
+            ; add QWORD [r15 + destination_at], rdi
+            ; mov QWORD [r15 + count_at], 0
+        );
+        if copy {
+            dynasm!(self.emitter.ops ; .arch x64 ; add QWORD [r15 + source_at], rdi);
+        }
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; jmp =>done
+            ; =>interpret
+        );
+        self.emitter.exit(Exit::Interpret, at);
+        dynasm!(self.emitter.ops ; .arch x64 ; =>done);
     }
 
     /// Leaves the block for the interpreter to run `i`.
@@ -862,6 +994,12 @@ impl BlockTranslator {
                 dynasm!(self.emitter.ops ; .arch x64 ; movdqu Rx(n), [r12 + 16 * i32::from(n)]);
             }
         }
+        if is_divide(i) {
+            self.emitter.spill_flags();
+            self.divide_guard(i, plan.first_register);
+            // The flags DIV leaves undefined come out of the guest's, as the interpreter's do.
+            self.emitter.load_flags();
+        }
         let float = is_float(i);
         if float {
             // Under the guest's MXCSR, whose exceptions are all masked: its rounding, DAZ and
@@ -898,6 +1036,75 @@ impl BlockTranslator {
             self.emitter.flags_written();
         }
         true
+    }
+
+    /// Leaves for the interpreter before the division `i` (DIV or IDIV on 32 or 64 bits)
+    /// unless it cannot raise #DE: a divisor other than 0 and, for DIV, a high half of the
+    /// dividend below it; for IDIV, a dividend that is its low half sign-extended, and not the
+    /// most negative one divided by -1. (IDIV's other dividends may be fine too; the
+    /// interpreter takes them.) `divisor` is the host register standing for the operand, or
+    /// `None` when it is in memory at R14. The flags must be parked; clobbers R12 and R13.
+    fn divide_guard(&mut self, i: &Instruction, divisor: Option<Register>) {
+        let wide = i.memory_size().size() == 8 || divisor.is_some_and(|r| r.is_gpr64());
+        let signed = i.mnemonic() == Mnemonic::Idiv;
+        let fail = self.emitter.ops.new_dynamic_label();
+        let ok = self.emitter.ops.new_dynamic_label();
+        let ops = &mut self.emitter.ops;
+        match (divisor, wide) {
+            (Some(r), true) => dynasm!(ops ; .arch x64 ; mov r13, Rq(gpr_number(r))),
+            (Some(r), false) => dynasm!(ops ; .arch x64 ; mov r13d, Rd(gpr_number(r))),
+            (None, true) => dynasm!(ops ; .arch x64 ; mov r13, QWORD [r14]),
+            (None, false) => dynasm!(ops ; .arch x64 ; mov r13d, DWORD [r14]),
+        }
+        match (signed, wide) {
+            (false, true) => dynasm!(ops
+                ; .arch x64
+                ; test r13, r13
+                ; jz =>fail
+                ; cmp rdx, r13
+                ; jae =>fail
+                ; jmp =>ok
+            ),
+            (false, false) => dynasm!(ops
+                ; .arch x64
+                ; test r13d, r13d
+                ; jz =>fail
+                ; cmp edx, r13d
+                ; jae =>fail
+                ; jmp =>ok
+            ),
+            (true, true) => dynasm!(ops
+                ; .arch x64
+                ; test r13, r13
+                ; jz =>fail
+                ; mov r12, rax
+                ; sar r12, 63
+                ; cmp r12, rdx
+                ; jne =>fail
+                ; cmp r13, -1
+                ; jne =>ok
+                ; mov r12, QWORD i64::MIN
+                ; cmp rax, r12
+                ; jne =>ok
+            ),
+            (true, false) => dynasm!(ops
+                ; .arch x64
+                ; test r13d, r13d
+                ; jz =>fail
+                ; mov r12d, eax
+                ; sar r12d, 31
+                ; cmp r12d, edx
+                ; jne =>fail
+                ; cmp r13d, -1
+                ; jne =>ok
+                ; cmp eax, i32::MIN
+                ; jne =>ok
+            ),
+        }
+        dynasm!(self.emitter.ops ; .arch x64 ; =>fail);
+        let at = self.before(i.ip());
+        self.emitter.exit(Exit::Interpret, at);
+        dynasm!(self.emitter.ops ; .arch x64 ; =>ok);
     }
 
     /// How `i` runs on the host: its registers renamed away from RSP, R14 and R15, its memory
@@ -994,6 +1201,8 @@ impl BlockTranslator {
             registers,
             xmm,
             memory: plan_memory,
+            first_register: (rewritten.op0_kind() == OpKind::Register)
+                .then(|| rewritten.op0_register()),
         })
     }
 
@@ -1144,6 +1353,9 @@ impl BlockTranslator {
 /// Every guest register.
 const ALL_REGISTERS: u16 = 0xffff;
 
+/// RFLAGS.DF.
+const RFLAGS_DF: i32 = 1 << 10;
+
 /// Guest registers without a home (see [`crate::emitter`]).
 const HOMELESS_GUESTS: u16 = crate::emitter::HOMELESS;
 
@@ -1169,6 +1381,8 @@ struct NativePlan {
     xmm: Vec<(u8, bool)>,
     /// The memory operand's size, and whether it is written.
     memory: Option<(u32, bool)>,
+    /// The host register that stands for the first operand, if it is a register.
+    first_register: Option<Register>,
 }
 
 #[cfg(test)]

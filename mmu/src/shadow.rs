@@ -699,6 +699,9 @@ impl ShadowMmu {
         let guard = epoch::pin();
         let first = gpa.page_offset() / 8;
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
+        // Only a present entry zapped can have translations in a TLB (a store that fills a
+        // guest entry the shadow never mirrored, the common case, needs no flush).
+        let mut flush = false;
         for (root, page, role) in pages {
             let Some(tree) = roots.get(&root) else {
                 continue;
@@ -714,16 +717,20 @@ impl ShadowMmu {
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
                 self.unlink_and_free(root, &mut state, page, &guard);
+                flush = true;
                 continue;
             }
             for slot in first..=last {
-                self.zap_entry(root, &mut state, page, slot as usize, &guard);
+                flush |= self.zap_entry(root, &mut state, page, slot as usize, &guard);
             }
         }
-        self.request_flush();
+        if flush {
+            self.request_flush();
+        }
     }
 
-    /// Clears one entry of `page`, freeing the subtree it alone linked to.
+    /// Clears one entry of `page`, freeing the subtree it alone linked to; whether it was
+    /// present (a TLB may hold translations through it only then).
     fn zap_entry(
         &self,
         root: u32,
@@ -731,19 +738,19 @@ impl ShadowMmu {
         page: PagePtr,
         slot: usize,
         guard: &Guard,
-    ) {
+    ) -> bool {
         // SAFETY: a page of this tree, under its lock.
         let shadow = unsafe { Self::page(page) };
         let spte = shadow.get(slot);
         shadow.set(slot, Spte::default());
         if !spte.is_present() {
-            return;
+            return false;
         }
         if spte.is_leaf() {
             if shadow.role.level() > 1 {
                 forget_large(state, spte.gfn(), page, slot);
             }
-            return;
+            return true;
         }
         let child = spte.child().as_raw() as PagePtr;
         // Every linked page has its parents recorded (see `install` and `split_leaf`).
@@ -756,6 +763,7 @@ impl ShadowMmu {
         if orphaned {
             self.free_page(root, state, child, guard);
         }
+        true
     }
 
     /// Clears every entry linking to `page`, then frees it.

@@ -17,8 +17,7 @@ pub const TLB_ENTRIES: usize = 1024;
 /// log2 of [`TLB_ENTRIES`].
 pub const TLB_INDEX_BITS: u32 = TLB_ENTRIES.trailing_zeros();
 
-/// The root tag of entries filled while no shadow root is in use (paging off, 32-bit and PAE
-/// paging).
+/// A root tag no entry is filled under: past the last one [`Tlb::take_tag`] hands out.
 pub const NO_ROOT: u32 = u32::MAX;
 
 /// The bit for `access` in an entry's permission masks.
@@ -118,9 +117,15 @@ pub mod entry_layout {
 }
 
 /// A vCPU's TLB.
+///
+/// Entries are filled under a root tag, and hit only under the same one. A tag is handed out
+/// once ([`Tlb::take_tag`]), so a vCPU drops every entry of an address space in O(1) by taking
+/// a fresh tag for it ([`Tlb::retire_tags`]); only when the tags run out are the entries
+/// cleared for real ([`Tlb::flush`]).
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
     invalidations: u64,
+    next_tag: u32,
 }
 
 impl Default for Tlb {
@@ -128,6 +133,7 @@ impl Default for Tlb {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
             invalidations: 0,
+            next_tag: 0,
         }
     }
 }
@@ -206,10 +212,31 @@ impl Tlb {
         self.invalidations
     }
 
-    /// Drops every entry.
+    /// A root tag no entry was filled under since the last [`Tlb::flush`], or `None` when
+    /// they have all been handed out.
+    pub fn take_tag(&mut self) -> Option<u32> {
+        (self.next_tag < NO_ROOT).then(|| {
+            self.next_tag += 1;
+            self.next_tag - 1
+        })
+    }
+
+    /// How many tags [`Tlb::take_tag`] has left.
+    pub fn tags_left(&self) -> u32 {
+        NO_ROOT - self.next_tag
+    }
+
+    /// Notes that the tags handed out so far are retired: their holders take fresh ones, and
+    /// the entries filled under the old ones never hit again.
+    pub fn retire_tags(&mut self) {
+        self.invalidations += 1;
+    }
+
+    /// Drops every entry, and makes every tag free again (their holders must take new ones).
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
         self.invalidations += 1;
+        self.next_tag = 0;
     }
 
     /// Drops the entries for `gva` under each of `roots`.
@@ -227,6 +254,29 @@ impl Tlb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_handed_out_once_until_a_flush_frees_them() {
+        let mut tlb = Tlb::new();
+        let read = Access::new(AccessKind::Read, Privilege::User);
+        let first = tlb.take_tag().unwrap();
+        tlb.fill(Gva(0x1000), first, Gfn(1), access_bit(read), 0, 0x1000);
+        let second = tlb.take_tag().unwrap();
+        assert_ne!(first, second);
+        assert!(tlb.lookup(Gva(0x1000), second, read).is_none());
+        tlb.next_tag = NO_ROOT - 1;
+        assert_eq!(tlb.tags_left(), 1);
+        assert_eq!(tlb.take_tag(), Some(NO_ROOT - 1));
+        assert_eq!(tlb.take_tag(), None);
+        let before = tlb.invalidations();
+        tlb.flush();
+        assert_eq!(tlb.invalidations(), before + 1);
+        assert_eq!(tlb.take_tag(), Some(0));
+        assert!(
+            tlb.lookup(Gva(0x1000), first, read).is_none(),
+            "the flush cleared it"
+        );
+    }
 
     #[test]
     fn a_hit_needs_the_same_page_root_and_an_allowed_access() {

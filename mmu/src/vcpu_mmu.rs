@@ -51,6 +51,8 @@ struct Root {
     loaded_cr3: u64,
     /// Switches that found this root cached.
     hits: u64,
+    /// Its TLB entries' tag ([`Tlb::take_tag`]).
+    tlb_tag: u32,
 }
 
 /// A cached root, for a debugger's or the TUI's view of the MMU.
@@ -99,6 +101,9 @@ pub struct VcpuMmu {
     shadowing: bool,
     /// The current root's TLB tag.
     tag: u32,
+    /// The TLB tag of translations made without a shadow root (paging off, 32-bit and PAE
+    /// paging).
+    rootless_tag: u32,
     large_leaves: bool,
     /// False: every translation walks the guest's tables (no TLB, no shadow pages).
     caching: bool,
@@ -124,6 +129,7 @@ impl VcpuMmu {
             roots: Vec::with_capacity(ROOT_CACHE_SIZE + 1),
             shadowing: false,
             tag: NO_ROOT,
+            rootless_tag: NO_ROOT,
             large_leaves: true,
             caching: true,
             pins: Vec::new(),
@@ -228,10 +234,34 @@ impl VcpuMmu {
         self.tlb.invalidations()
     }
 
-    /// Drops every TLB entry.
+    /// Drops every TLB entry, in O(1): every cached root, and translation without a root,
+    /// takes a fresh tag (the TLB is cleared for real only when the tags run out).
     pub fn flush_tlb(&mut self) {
-        self.tlb.flush();
+        if self.tlb.tags_left() as usize <= self.roots.len() {
+            self.tlb.flush();
+        } else {
+            self.tlb.retire_tags();
+        }
+        let mut take = || {
+            self.tlb
+                .take_tag()
+                .expect("tags were left for every holder")
+        };
+        for root in &mut self.roots {
+            root.tlb_tag = take();
+        }
+        self.rootless_tag = take();
+        self.update_tag();
         bump!(self.counters, tlb_flushes);
+    }
+
+    /// A fresh TLB tag for a root coming into the cache.
+    fn take_tag(&mut self) -> u32 {
+        if let Some(tag) = self.tlb.take_tag() {
+            return tag;
+        }
+        self.flush_tlb();
+        self.tlb.take_tag().expect("a flush frees every tag")
     }
 
     /// CR0, CR4 or EFER changed: switches to the root for the new role.
@@ -269,7 +299,7 @@ impl VcpuMmu {
     pub fn invlpg(&mut self, gva: Gva) {
         if self.shadowing {
             self.tlb
-                .flush_page(gva, self.roots.iter().map(|root| root.tree.id()));
+                .flush_page(gva, self.roots.iter().map(|root| root.tlb_tag));
         } else {
             self.flush_tlb();
         }
@@ -305,6 +335,7 @@ impl VcpuMmu {
         }
         bump!(self.counters, root_misses);
         let tree = self.shadow.get_root(Gpa(cr3).gfn(), role);
+        let tlb_tag = self.take_tag();
         self.roots.insert(
             0,
             Root {
@@ -313,11 +344,12 @@ impl VcpuMmu {
                 tree,
                 loaded_cr3: self.walker.cr3(),
                 hits: 0,
+                tlb_tag,
             },
         );
         if self.roots.len() > ROOT_CACHE_SIZE {
-            // Root ids are never reused, so the evicted root's TLB entries can never hit again:
-            // they need no flush.
+            // Tags are never handed out twice, so the evicted root's TLB entries can never hit
+            // again: they need no flush.
             let evicted = self.roots.pop().expect("more roots than the cache holds");
             self.shadow.put_root(evicted.tree);
         }
@@ -331,9 +363,9 @@ impl VcpuMmu {
     /// Recomputes the TLB tag after the current root changed.
     fn update_tag(&mut self) {
         self.tag = if self.shadowing {
-            self.roots[0].tree.id()
+            self.roots[0].tlb_tag
         } else {
-            NO_ROOT
+            self.rootless_tag
         };
     }
 

@@ -37,6 +37,10 @@ use crate::state::{CpuMode, RFLAGS_IF, RFLAGS_RF, Registers, SystemRegisters};
 
 /// INT3's opcode.
 const INT3: u8 = 0xcc;
+/// FWAIT's opcode.
+const FWAIT: u8 = 0x9b;
+/// The x87 exception flags of FSW, and their masks in FCW.
+const X87_EXCEPTIONS: u16 = 0x3f;
 /// The breakpoint exception's vector.
 const BREAKPOINT_VECTOR: u8 = 3;
 
@@ -336,34 +340,54 @@ impl KvmVcpu {
         Some(bytes[1..=len].to_vec())
     }
 
-    /// Delivers the #BP of an INT3 that KVM's instruction emulator could not run (it emulates
-    /// INT n only in real mode; PVM runs all guest kernel code in it, and Linux executes an
-    /// INT3 at boot to test its handler): RIP past the INT3, then the exception injected
-    /// through KVM_SET_VCPU_EVENTS, so the frame holds the address after it, as INT3's does.
-    /// `false`, with nothing changed, for any other failure.
-    fn deliver_unemulated_int3(&mut self) -> Result<bool, BackendError> {
-        if self
+    /// Completes an instruction KVM's instruction emulator could not run, where Umbra can
+    /// (PVM runs all guest kernel code in that emulator, and Linux executes both at boot):
+    /// - INT3 (the emulator runs INT n only in real mode): RIP past it, then #BP injected
+    ///   through KVM_SET_VCPU_EVENTS, so the frame holds the address after it, as INT3's does;
+    /// - FWAIT with no unmasked x87 exception pending: nothing to do but step past it.
+    ///
+    /// `false`, with nothing changed, for any other failure (it ends the run).
+    fn complete_unemulated(&mut self) -> Result<bool, BackendError> {
+        let Some(&opcode) = self
             .unemulated_instruction()
             .as_deref()
             .and_then(|b| b.first())
-            != Some(&INT3)
-        {
+        else {
             return Ok(false);
+        };
+        match opcode {
+            INT3 => {
+                self.step_past(1)?;
+                let mut events = self
+                    .fd
+                    .get_vcpu_events()
+                    .map_err(KvmError::ioctl("KVM_GET_VCPU_EVENTS"))?;
+                events.exception.injected = 1;
+                events.exception.nr = BREAKPOINT_VECTOR;
+                events.exception.has_error_code = 0;
+                self.fd
+                    .set_vcpu_events(&events)
+                    .map_err(KvmError::ioctl("KVM_SET_VCPU_EVENTS"))?;
+                Ok(true)
+            }
+            FWAIT => {
+                let fpu = self.fd.get_fpu().map_err(KvmError::ioctl("KVM_GET_FPU"))?;
+                // An exception flagged in FSW and unmasked in FCW would raise #MF here.
+                if fpu.fsw & !fpu.fcw & X87_EXCEPTIONS != 0 {
+                    return Ok(false);
+                }
+                self.step_past(1)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
+    }
+
+    /// Moves RIP past the `len` bytes of the current instruction.
+    fn step_past(&mut self, len: u64) -> Result<(), BackendError> {
         let mut regs = self.registers()?;
-        regs.rip = regs.rip.wrapping_add(1);
-        self.set_registers(&regs)?;
-        let mut events = self
-            .fd
-            .get_vcpu_events()
-            .map_err(KvmError::ioctl("KVM_GET_VCPU_EVENTS"))?;
-        events.exception.injected = 1;
-        events.exception.nr = BREAKPOINT_VECTOR;
-        events.exception.has_error_code = 0;
-        self.fd
-            .set_vcpu_events(&events)
-            .map_err(KvmError::ioctl("KVM_SET_VCPU_EVENTS"))?;
-        Ok(true)
+        regs.rip = regs.rip.wrapping_add(len);
+        self.set_registers(&regs)
     }
 
     /// KVM's account of an internal error: the suberror and the data words it gives.
@@ -409,7 +433,7 @@ impl Vcpu for KvmVcpu {
                 },
                 Pending::InternalError => {
                     debug_assert_eq!(self.fd.get_kvm_run().exit_reason, KVM_EXIT_INTERNAL_ERROR);
-                    if self.deliver_unemulated_int3()? {
+                    if self.complete_unemulated()? {
                         continue;
                     }
                     VcpuExit::InternalError {
