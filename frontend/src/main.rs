@@ -167,19 +167,20 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         other => Failure::runtime(other),
     })?;
-    eprintln!("umbra: accel {}", choice.reason);
-    if let Some(boot) = &kernel {
-        let appended = machine.load_kernel(boot).map_err(|e| match e {
+    let appended = match &kernel {
+        Some(boot) => machine.load_kernel(boot).map_err(|e| match e {
             MachineError::Load(_) => Failure::bad_input(e),
             other => Failure::runtime(other),
-        })?;
-        if !appended.is_empty() {
-            eprintln!(
-                "umbra: {}: appended to the kernel command line: {}",
-                choice.hypervisor.name(),
-                appended.join(" ")
-            );
-        }
+        })?,
+        None => Vec::new(),
+    };
+    eprintln!("umbra: accel {}", choice.reason);
+    if !appended.is_empty() {
+        eprintln!(
+            "umbra: {}: appended to the kernel command line: {}",
+            choice.hypervisor.name(),
+            appended.join(" ")
+        );
     }
     if let Some(address) = gdb {
         let control = machine.debug_control(args.wait_for_gdb);

@@ -10,6 +10,7 @@ use umbra_cpu::backend::emu::BlockEngine;
 use umbra_cpu::interp::translator::{BlockContext as CpuContext, CodePage};
 use umbra_cpu::interp::{Interpreter, StepEvent};
 use umbra_cpu::state::Registers;
+use umbra_mmu::tlb::InlineTlb;
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
@@ -290,9 +291,6 @@ impl Jit {
         ctx.budget = budget::new(*left);
         ctx.slow_accesses = 0;
         ctx.tlb_entries = tlb.entries as u64;
-        ctx.tlb_root = u64::from(tlb.root);
-        ctx.tlb_spread = tlb.spread;
-        let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
         if !breakpoints.is_empty() {
             // Blocks run one at a time: none may find the next in the jump cache.
             ctx.jump_epoch += 1;
@@ -301,7 +299,6 @@ impl Jit {
         let stop = loop {
             cpu.begin_block();
             self.catch_up(cpu);
-            self.check_jump_epoch(cpu, jump_key);
             let rip = self.context.rip;
             let Some(page) = cpu.code_page(rip) else {
                 break Stop::Interpret;
@@ -318,6 +315,15 @@ impl Jit {
                 // `block` counted the instruction left to the interpreter.
                 Err(stop) => break stop,
             };
+            // The TLB may have been flushed since the last look (translating flushes it, to
+            // protect the code's frame), giving the root a new tag: generated code must look
+            // under it, and the jump cache's epoch must end.
+            let Some(tlb) = cpu.inline_tlb() else {
+                break Stop::Interpret;
+            };
+            set_tlb_root(&mut self.context, tlb);
+            let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
+            self.check_jump_epoch(cpu, jump_key);
             if breakpoints.is_empty() {
                 self.jump_cache[context::jump_index(rip)] =
                     JumpEntry::new(rip, self.context.jump_epoch, entry as u64);
@@ -449,13 +455,23 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
     .ok()
     .flatten()
     .map_or(0, |host| host as u64);
-    // A store to a page table, or to code, drops TLB entries: the jump cache's may be stale.
+    // A store to a page table, or to code, drops TLB entries: the jump cache's may be stale,
+    // and after a flush the root has a new tag.
     let invalidations = cpu.tlb_invalidations();
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;
         ctx.jump_epoch += 1;
+        if let Some(tlb) = cpu.inline_tlb() {
+            set_tlb_root(ctx, tlb);
+        }
     }
     host
+}
+
+/// Points generated code at the TLB's entries for its current root.
+fn set_tlb_root(ctx: &mut BlockContext, tlb: InlineTlb) {
+    ctx.tlb_root = u64::from(tlb.root);
+    ctx.tlb_spread = tlb.spread;
 }
 
 /// This thread's MXCSR, which generated code restores after each floating-point instruction
