@@ -94,6 +94,8 @@ mod leaf7 {
     pub const EBX_INVPCID: u32 = 1 << 10;
     pub const EBX_SMAP: u32 = 1 << 20;
     pub const ECX_RDPID: u32 = 1 << 22;
+    /// IA32_ARCH_CAPABILITIES exists (`super::super::msr::ARCH_CAPABILITIES`).
+    pub const EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 }
 
 /// CPUID.8000_0001 bits advertised.
@@ -175,7 +177,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
             0,
             leaf7::EBX_SMEP | leaf7::EBX_INVPCID | leaf7::EBX_SMAP,
             leaf7::ECX_RDPID,
-            0,
+            leaf7::EDX_ARCH_CAPABILITIES,
         ],
         0x15 => tsc_leaf(),
         0x16 => frequency_leaf(),

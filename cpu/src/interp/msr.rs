@@ -15,6 +15,8 @@ pub mod index {
     pub const APIC_BASE: u32 = 0x1b;
     /// IA32_BIOS_SIGN_ID: the microcode revision, in the high half.
     pub const BIOS_SIGN_ID: u32 = 0x8b;
+    /// IA32_ARCH_CAPABILITIES (read-only).
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
     /// IA32_SYSENTER_CS.
     pub const SYSENTER_CS: u32 = 0x174;
     /// IA32_SYSENTER_ESP.
@@ -106,6 +108,28 @@ impl Default for MsrState {
     }
 }
 
+/// IA32_ARCH_CAPABILITIES: the speculative-execution weaknesses the processor does not have,
+/// which are all that bits of this MSR name, since Umbra's processor does not speculate: not
+/// Meltdown (RDCL_NO), nor SSB, MDS, TAA, the MMIO stale-data family (SBDR/SSDP, FBSDP, PSDP),
+/// BHI, PBRSB, GDS, RFDS, ITS; no machine check on a page-size change (PSCHANGE_MC_NO), and
+/// no L1D flush wanted on entering a nested guest (SKIP_L1DFL_VMENTRY). A kernel then spends
+/// nothing on them (Linux: no page-table isolation, no VERW on the way to user mode). It
+/// does not say enhanced IBRS, which would need IA32_SPEC_CTRL.
+pub const ARCH_CAPABILITIES: u64 = (1 << 0) // RDCL_NO
+    | (1 << 3) // SKIP_L1DFL_VMENTRY
+    | (1 << 4) // SSB_NO
+    | (1 << 5) // MDS_NO
+    | (1 << 6) // PSCHANGE_MC_NO
+    | (1 << 8) // TAA_NO
+    | (1 << 13) // SBDR_SSDP_NO
+    | (1 << 14) // FBSDP_NO
+    | (1 << 15) // PSDP_NO
+    | (1 << 20) // BHI_NO
+    | (1 << 24) // PBRSB_NO
+    | (1 << 26) // GDS_NO
+    | (1 << 27) // RFDS_NO
+    | (1 << 62); // ITS_NO
+
 /// The microcode revision IA32_BIOS_SIGN_ID reads as (in its high half): KVM's default.
 pub const MICROCODE_REVISION: u64 = 0x1_0000_0000;
 
@@ -148,6 +172,7 @@ impl Interpreter {
             TSC => self.tsc(),
             APIC_BASE => self.sregs.apic_base,
             BIOS_SIGN_ID => MICROCODE_REVISION,
+            ARCH_CAPABILITIES => self::ARCH_CAPABILITIES,
             SYSENTER_CS => self.msr.sysenter_cs,
             SYSENTER_ESP => self.msr.sysenter_esp,
             SYSENTER_EIP => self.msr.sysenter_eip,

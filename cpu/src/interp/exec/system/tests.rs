@@ -7,7 +7,7 @@ use iced_x86::Register::{AX, EAX, ECX, RAX as RAX_REGISTER};
 
 use crate::interp::alu::ZF;
 use crate::interp::exec::sse::tests::{DATA, Machine, ins, mem};
-use crate::interp::msr::{MICROCODE_REVISION, index};
+use crate::interp::msr::{ARCH_CAPABILITIES, MICROCODE_REVISION, index};
 use crate::state::RFLAGS_AC;
 
 /// RAX, RCX and RDX in the register file.
@@ -40,6 +40,18 @@ fn the_microcode_revision_reads_after_the_write_of_0() {
     assert_eq!(m.run(), None);
     let value = m.cpu.regs.gpr[RDX] << 32 | m.cpu.regs.gpr[RAX];
     assert_eq!(value, MICROCODE_REVISION);
+}
+
+#[test]
+fn arch_capabilities_says_not_vulnerable() {
+    // Linux reads it when CPUID.7.0:EDX[29] is set, and takes RDCL_NO as "no Meltdown".
+    assert_ne!(crate::interp::cpuid::cpuid(7, 0)[3] & (1 << 29), 0);
+    let mut m = Machine::new(&[ins!(Rdmsr)]);
+    m.cpu.regs.gpr[RCX] = index::ARCH_CAPABILITIES.into();
+    assert_eq!(m.run(), None);
+    let value = m.cpu.regs.gpr[RDX] << 32 | (m.cpu.regs.gpr[RAX] & 0xffff_ffff);
+    assert_eq!(value, ARCH_CAPABILITIES);
+    assert_eq!(value & 1, 1, "RDCL_NO");
 }
 
 /// Runs VERR or VERW (`code`) of `selector`, from a register and from memory; the ZF each
