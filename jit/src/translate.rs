@@ -132,6 +132,8 @@ pub(crate) fn translate(
         accesses: 0,
         interpreted: Vec::new(),
         self_loop: None,
+        decoded: instructions.len() as u32,
+        side_exits: Vec::new(),
     };
     block.prologue();
     if let Some(registers) = self_loop {
@@ -151,6 +153,7 @@ pub(crate) fn translate(
         block.emitter.spill_flags();
         block.jump_to(next);
     }
+    block.finish_side_exits();
     block.emitter.finish_slow_paths();
     match block.emitter.assemble(block.accesses) {
         Some(code) => Translation::Block(BlockCode {
@@ -165,9 +168,10 @@ pub(crate) fn translate(
     }
 }
 
-/// The block's instructions, each with its lowering: up to the first control transfer
-/// (included) or the first one the interpreter must run (included, as the block's exit),
-/// within the page.
+/// The block's instructions, each with its lowering: up to the first control transfer but a
+/// conditional branch (included) or the first one the interpreter must run (included, as
+/// the block's exit), within the page. A conditional branch inside the block is a side exit
+/// when taken.
 fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)> {
     let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
     let mut instructions = Vec::new();
@@ -178,8 +182,9 @@ fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)>
         }
         let lowered = lowering(&instruction, start);
         instructions.push((instruction, lowered));
-        let ends =
-            lowered == Lowering::Interpret || instruction.flow_control() != FlowControl::Next;
+        // A conditional branch leaves on one way only: the block goes on along the other.
+        let ends = lowered == Lowering::Interpret
+            || (instruction.flow_control() != FlowControl::Next && lowered != Lowering::Branch);
         if ends {
             break;
         }
@@ -525,7 +530,7 @@ fn register_at(base: Register, n: u8) -> Register {
 }
 
 /// For a block that loops to its own start (its last instruction jumps there, and every
-/// other runs natively, computes an address or does nothing): the homes its body uses, and
+/// other runs natively, computes an address, does nothing or leaves on a branch taken): the homes its body uses, and
 /// those it writes, which stay in their host registers from one iteration to the next.
 /// `None` for any other block.
 fn loop_registers(
@@ -536,9 +541,12 @@ fn loop_registers(
     let ((last, last_lowering), body) = instructions.split_last()?;
     let back = matches!(last_lowering, Lowering::Branch | Lowering::Jump)
         && last.near_branch_target() == rip;
-    let plain = body
-        .iter()
-        .all(|(_, l)| matches!(l, Lowering::Native | Lowering::Lea | Lowering::Nop));
+    let plain = body.iter().all(|(_, l)| {
+        matches!(
+            l,
+            Lowering::Native | Lowering::Lea | Lowering::Nop | Lowering::Branch
+        )
+    });
     if !back || !plain {
         return None;
     }
@@ -592,6 +600,10 @@ struct BlockTranslator {
     interpreted: Vec<(u64, Mnemonic)>,
     /// Set when the block loops to itself.
     self_loop: Option<SelfLoop>,
+    /// The instructions decoded (the one left to the interpreter at the end included).
+    decoded: u32,
+    /// Conditional branches inside the block: their taken way's label, exit point and target.
+    side_exits: Vec<(DynamicLabel, ExitPoint, u64)>,
 }
 
 impl BlockTranslator {
@@ -689,6 +701,11 @@ impl BlockTranslator {
             return;
         }
         let at = self.after(target);
+        self.leave_for(target, at);
+    }
+
+    /// Leaves for `target` from exit point `at`: chained if it is on this page.
+    fn leave_for(&mut self, target: u64, at: ExitPoint) {
         if target >> 12 == self.start.rip >> 12 {
             self.emitter.exit_chained(at);
         } else {
@@ -720,6 +737,7 @@ impl BlockTranslator {
                 self.jump_to(i.near_branch_target());
                 return true;
             }
+            Lowering::Branch if self.index + 1 < self.decoded => self.side_exit(i),
             Lowering::Branch => {
                 self.branch(i);
                 return true;
@@ -1335,6 +1353,25 @@ impl BlockTranslator {
     }
 
     /// Jcc: both ways leave the block.
+    /// A conditional branch inside the block: the taken way leaves (its exit out of line, at
+    /// the block's end), the other goes on in the block with the registers kept in their
+    /// homes.
+    fn side_exit(&mut self, i: &Instruction) {
+        let cc = condition_number(i.condition_code());
+        let taken = self.emitter.ops.new_dynamic_label();
+        self.emitter.branch_on_flags(cc, taken);
+        let target = i.near_branch_target();
+        self.side_exits.push((taken, self.after(target), target));
+    }
+
+    /// Emits the side exits' code, after the block's last exit.
+    fn finish_side_exits(&mut self) {
+        for (label, at, target) in std::mem::take(&mut self.side_exits) {
+            dynasm!(self.emitter.ops ; .arch x64 ; =>label);
+            self.leave_for(target, at);
+        }
+    }
+
     fn branch(&mut self, i: &Instruction) {
         let cc = condition_number(i.condition_code());
         // Both ways leave: the context is brought up to date once, before the branch; but
@@ -1437,6 +1474,15 @@ mod tests {
         // movdqa xmm0, [rdi] (aligned: checked); pcmpeqb xmm0, xmm1; pmovmskb eax, xmm0; int3.
         let guest = [
             0x66, 0x0f, 0x6f, 0x07, 0x66, 0x0f, 0x74, 0xc1, 0x66, 0x0f, 0xd7, 0xc0, 0xcc,
+        ];
+        insta::assert_snapshot!(listing(&guest));
+    }
+
+    #[test]
+    fn a_loop_with_a_branch_out_keeps_its_registers_and_leaves_on_the_branch_only() {
+        // 0: cmp rax, rcx; jae +6 (out, to 0x11); add rax, rdx; inc rbx; jmp 0 (back).
+        let guest = [
+            0x48, 0x39, 0xc8, 0x73, 0x08, 0x48, 0x01, 0xd0, 0x48, 0xff, 0xc3, 0xeb, 0xf3,
         ];
         insta::assert_snapshot!(listing(&guest));
     }
