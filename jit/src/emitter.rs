@@ -274,6 +274,15 @@ impl Emitter {
     pub(crate) fn branch_on_flags(&mut self, cc: u8, taken: DynamicLabel) {
         self.load_flags();
         self.park_flags();
+        self.jump_on_flags(cc, taken);
+        self.flags.in_host = false;
+    }
+
+    /// A conditional branch on the guest's flags, which stay in the host's RFLAGS on both
+    /// ways (a Jcc changes none), and as stale as they were: the taken way must park them
+    /// before it leaves.
+    pub(crate) fn jump_on_flags(&mut self, cc: u8, taken: DynamicLabel) {
+        self.load_flags();
         match cc {
             0x0 => dynasm!(self.ops ; .arch x64 ; jo =>taken),
             0x1 => dynasm!(self.ops ; .arch x64 ; jno =>taken),
@@ -292,7 +301,6 @@ impl Emitter {
             0xe => dynasm!(self.ops ; .arch x64 ; jle =>taken),
             _ => dynasm!(self.ops ; .arch x64 ; jg =>taken),
         }
-        self.flags.in_host = false;
     }
 
     /// Leaves the block at `at` with `exit`, RIP set to `at.rip`. The flags must be spilled.

@@ -22,7 +22,9 @@ use iced_x86::{
 use umbra_cpu::interp::cpuid;
 
 use crate::context::{Exit, offset};
-use crate::emitter::{BudgetUpdate, Emitter, ExitPoint, RegisterCache, Runtime, reg, registers_in};
+use crate::emitter::{
+    BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
+};
 
 /// The most instructions one block holds.
 pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
@@ -182,9 +184,12 @@ fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)>
         }
         let lowered = lowering(&instruction, start);
         instructions.push((instruction, lowered));
-        // A conditional branch leaves on one way only: the block goes on along the other.
+        // A conditional branch leaves on one way only: the block goes on along the other; but
+        // one back to the block's start ends it, as a loop that goes round without leaving.
+        let side_exit =
+            lowered == Lowering::Branch && instruction.near_branch_target() != start.rip;
         let ends = lowered == Lowering::Interpret
-            || (instruction.flow_control() != FlowControl::Next && lowered != Lowering::Branch);
+            || (instruction.flow_control() != FlowControl::Next && !side_exit);
         if ends {
             break;
         }
@@ -602,8 +607,9 @@ struct BlockTranslator {
     self_loop: Option<SelfLoop>,
     /// The instructions decoded (the one left to the interpreter at the end included).
     decoded: u32,
-    /// Conditional branches inside the block: their taken way's label, exit point and target.
-    side_exits: Vec<(DynamicLabel, ExitPoint, u64)>,
+    /// Conditional branches inside the block: their taken way's label, exit point, target,
+    /// and where the flags were.
+    side_exits: Vec<(DynamicLabel, ExitPoint, u64, FlagState)>,
 }
 
 impl BlockTranslator {
@@ -1359,15 +1365,19 @@ impl BlockTranslator {
     fn side_exit(&mut self, i: &Instruction) {
         let cc = condition_number(i.condition_code());
         let taken = self.emitter.ops.new_dynamic_label();
-        self.emitter.branch_on_flags(cc, taken);
+        self.emitter.jump_on_flags(cc, taken);
         let target = i.near_branch_target();
-        self.side_exits.push((taken, self.after(target), target));
+        self.side_exits
+            .push((taken, self.after(target), target, self.emitter.flags));
     }
 
-    /// Emits the side exits' code, after the block's last exit.
+    /// Emits the side exits' code, after the block's last exit: each parks the flags as its
+    /// branch left them, then leaves.
     fn finish_side_exits(&mut self) {
-        for (label, at, target) in std::mem::take(&mut self.side_exits) {
+        for (label, at, target, flags) in std::mem::take(&mut self.side_exits) {
             dynasm!(self.emitter.ops ; .arch x64 ; =>label);
+            self.emitter.flags = flags;
+            self.emitter.spill_flags();
             self.leave_for(target, at);
         }
     }
