@@ -8,7 +8,6 @@
 mod common;
 
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
-use umbra_cpu::backend::VcpuExit;
 use umbra_cpu::backend::emu::EmuOptions;
 use umbra_cpu::interp::cpuid;
 use umbra_jit::JitFactory;
@@ -234,18 +233,7 @@ fn run(
     gpr: [u64; 16],
 ) -> (Vec<u8>, [u64; 16], u64) {
     let mut vcpu = common::vcpu(options, memslots, CODE, gpr);
-    let exit = loop {
-        match vcpu.run().unwrap() {
-            VcpuExit::Interrupted => continue,
-            exit => break exit,
-        }
-    };
-    assert_eq!(
-        exit,
-        VcpuExit::Halted {
-            interrupts_enabled: false
-        }
-    );
+    common::run_to_halt(&mut *vcpu, 1000);
     let mut image = vec![0u8; 512];
     memslots.read(Gpa(FXSAVE_OUT), &mut image).unwrap();
     let regs = vcpu.registers().unwrap();

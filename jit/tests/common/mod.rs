@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use umbra_cpu::backend::emu::EmuOptions;
-use umbra_cpu::backend::{Hypervisor, NoDevices, Vcpu};
+use umbra_cpu::backend::{Hypervisor, NoDevices, Vcpu, VcpuExit};
 use umbra_cpu::state::{DescriptorTable, Registers, Segment, SystemRegisters};
 use umbra_mmu::addr::{Gfn, Gpa};
 use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotId};
@@ -134,4 +134,24 @@ pub fn vcpu(
     })
     .unwrap();
     vcpu
+}
+
+/// Runs `vcpu` through its kicks and budget ends until it halts with interrupts disabled, in
+/// at most `most_runs` runs.
+pub fn run_to_halt(vcpu: &mut dyn Vcpu, most_runs: u32) {
+    let mut runs = 0;
+    let exit = loop {
+        runs += 1;
+        assert!(runs <= most_runs, "no halt after {most_runs} runs");
+        match vcpu.run().unwrap() {
+            VcpuExit::Interrupted => continue,
+            exit => break exit,
+        }
+    };
+    assert_eq!(
+        exit,
+        VcpuExit::Halted {
+            interrupts_enabled: false
+        }
+    );
 }

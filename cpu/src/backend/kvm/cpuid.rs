@@ -135,11 +135,14 @@ const PVM_EMULATOR_GAPS: &[Removed] = &[
 
 /// What a Linux guest's command line needs on PVM, for the features in [`PVM_EMULATOR_GAPS`]
 /// that PVM shows from the host whatever the guest's CPUID says: FXSAVE rather than XSAVE
-/// (which also turns AVX off), and neither SMAP's STAC/CLAC, INVPCID, FSGSBASE, RDPID,
-/// RDRAND, RDSEED nor POPCNT.
+/// (which also turns AVX off); neither SMAP's STAC/CLAC, INVPCID, FSGSBASE, RDPID, RDRAND,
+/// RDSEED nor POPCNT; and none of the SIMD extensions the kernel's own crypto and checksums
+/// use between kernel_fpu_begin and kernel_fpu_end (SSSE3, SSE4.1, SSE4.2, AES-NI,
+/// PCLMULQDQ), whose LDMXCSR and vector arithmetic the emulator cannot run either: the
+/// kernel falls back to its generic C code.
 pub const PVM_LINUX_PARAMETERS: &[&str] = &[
     "noxsave",
-    "clearcpuid=smap,invpcid,fsgsbase,rdpid,rdrand,rdseed,popcnt",
+    "clearcpuid=smap,invpcid,fsgsbase,rdpid,rdrand,rdseed,popcnt,ssse3,sse4_1,sse4_2,aes,pclmulqdq",
 ];
 
 /// `supported` with the features Umbra's machine on `flavor` cannot back taken out.
