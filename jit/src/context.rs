@@ -36,7 +36,7 @@ pub struct BlockContext {
     pub tlb_entries: u64,
     /// The current root's TLB tag.
     pub tlb_root: u64,
-    /// The current root's shift in the TLB.
+    /// The current root's shift in the TLB, in bytes.
     pub tlb_spread: u64,
     /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
     pub patch_site: u64,

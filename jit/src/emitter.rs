@@ -443,18 +443,26 @@ impl Emitter {
         let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
         debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
-        // R12: the page number, then the tag; R13: the entry.
+        // R13: the entry, its offset computed straight from the address in as few steps as
+        // can be (the lookup's latency is on the path of every access): the page number and
+        // its folded high bits, each already shifted to entry-size units, their XOR, the
+        // root's spread (in bytes), the mask. The low bits of the shifted page number hold
+        // offset bits, which the mask clears and the spread's zero low bits never carry
+        // from. R12: the page number, then the tag.
+        let page_shift = 12 - entry_shift;
+        let fold_shift = page_shift + index_bits;
         dynasm!(self.ops
             ; .arch x64
+            ; mov r13, r14
+            ; shr r13, page_shift
             ; mov r12, r14
-            ; shr r12, 12
-            ; mov r13, r12
-            ; shr r13, index_bits
+            ; shr r12, fold_shift
             ; xor r13, r12
             ; add r13, QWORD [r15 + offset::TLB_SPREAD]
-            ; and r13d, index_mask
-            ; shl r13d, entry_shift
+            ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
+            ; mov r12, r14
+            ; shr r12, 12
             ; lea r12, [r12 + r12 + 1]
             ; cmp r12, QWORD [r13 + entry_layout::TAG as i32]
             ; jne =>slow

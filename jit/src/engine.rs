@@ -471,7 +471,7 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
 /// Points generated code at the TLB's entries for its current root.
 fn set_tlb_root(ctx: &mut BlockContext, tlb: InlineTlb) {
     ctx.tlb_root = u64::from(tlb.root);
-    ctx.tlb_spread = tlb.spread;
+    ctx.tlb_spread = tlb.spread * umbra_mmu::tlb::entry_layout::SIZE as u64;
 }
 
 /// This thread's MXCSR, which generated code restores after each floating-point instruction
