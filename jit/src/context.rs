@@ -186,7 +186,7 @@ pub mod budget {
 }
 
 /// RFLAGS' arithmetic flags: OF, SF, ZF, AF, PF, CF.
-const ARITHMETIC_FLAGS: u64 = 0x8d5;
+pub(crate) const ARITHMETIC_FLAGS: u64 = 0x8d5;
 
 /// `rflags`' arithmetic flags in the parked form.
 pub fn park_flags(rflags: u64) -> u64 {

@@ -22,7 +22,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
-use crate::context::{Exit, JUMP_CACHE_BITS, budget, jump_entry, offset};
+use crate::context::{ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, offset};
 
 /// Host register numbers.
 pub(crate) mod reg {
@@ -252,6 +252,25 @@ impl Emitter {
             ; mov rax, r12
         );
         self.flags.stale = false;
+    }
+
+    /// RAX <- the guest's RFLAGS as PUSHF stores it: the context's, with the parked arithmetic
+    /// flags in their places (RF and VM, which PUSHF stores clear, are clear whenever blocks
+    /// run). The flags must be parked; clobbers R12.
+    pub(crate) fn flags_image_into_rax(&mut self) {
+        debug_assert!(!self.flags.stale);
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov rax, QWORD [r15 + offset::RFLAGS]
+            ; and rax, !(ARITHMETIC_FLAGS as i32)
+            ; movzx r12d, BYTE [r15 + offset::PARKED_FLAGS + 1]
+            ; and r12d, (ARITHMETIC_FLAGS & 0xff) as i32
+            ; or rax, r12
+            ; movzx r12d, BYTE [r15 + offset::PARKED_FLAGS]
+            ; and r12d, 1
+            ; shl r12d, 11
+            ; or rax, r12
+        );
     }
 
     /// Code that clobbers the host's flags, or leaves the block, follows: they are parked.

@@ -78,6 +78,8 @@ enum Lowering {
     Nop,
     /// PUSH r64 or imm.
     Push,
+    /// PUSHFQ.
+    PushFlags,
     /// POP r64.
     Pop,
     /// JMP rel.
@@ -207,6 +209,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         | Prefetcht0_m8 | Prefetcht1_m8 | Prefetcht2_m8 => Lowering::Nop,
         Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
         Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
+        Pushfq => Lowering::PushFlags,
         Pop_r64 => Lowering::Pop,
         Jmp_rel8_64 | Jmp_rel32_64 if direct => Lowering::Jump,
         Call_rel32_64 if direct => Lowering::Call,
@@ -733,6 +736,10 @@ impl BlockTranslator {
             Lowering::Push => {
                 self.emitter.flush(ALL_REGISTERS);
                 self.push(i);
+            }
+            Lowering::PushFlags => {
+                self.emitter.flush(ALL_REGISTERS);
+                self.stack_store(i, Emitter::flags_image_into_rax);
             }
             Lowering::Pop => {
                 self.emitter.flush(ALL_REGISTERS);
