@@ -20,6 +20,7 @@
 //! is noticed at an instruction boundary ([`VcpuMmu::begin_instruction`]); so a pointer handed
 //! out during an instruction stays valid for the rest of it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::addr::{Gfn, Gpa, Gva, PAGE_SHIFT};
@@ -33,6 +34,9 @@ use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 
 /// How many roots a vCPU keeps: the current one and three previous, as KVM.
 pub const ROOT_CACHE_SIZE: usize = 4;
+
+/// How many roots' TLB tags a vCPU remembers between flushes, at most.
+const MAX_TAGGED_ROOTS: usize = 1024;
 
 /// How many TLB hits a vCPU counts before it publishes them to the counters other threads
 /// read: so they lag by at most this many.
@@ -104,6 +108,8 @@ pub struct VcpuMmu {
     /// The TLB tag of translations made without a shadow root (paging off, 32-bit and PAE
     /// paging).
     rootless_tag: u32,
+    /// The TLB tags of the shadow roots used since the last flush, by root id.
+    tlb_tags: HashMap<u32, u32>,
     large_leaves: bool,
     /// False: every translation walks the guest's tables (no TLB, no shadow pages).
     caching: bool,
@@ -130,6 +136,7 @@ impl VcpuMmu {
             shadowing: false,
             tag: NO_ROOT,
             rootless_tag: NO_ROOT,
+            tlb_tags: HashMap::new(),
             large_leaves: true,
             caching: true,
             pins: Vec::new(),
@@ -234,34 +241,46 @@ impl VcpuMmu {
         self.tlb.invalidations()
     }
 
-    /// Drops every TLB entry, in O(1): every cached root, and translation without a root,
-    /// takes a fresh tag (the TLB is cleared for real only when the tags run out).
+    /// Drops every TLB entry, in O(1): every root, and translation without a root, takes a
+    /// fresh tag (the TLB is cleared for real only when the tags run out).
     pub fn flush_tlb(&mut self) {
-        if self.tlb.tags_left() as usize <= self.roots.len() {
+        if self.tlb.tags_left() as usize <= self.roots.len() + 1 {
             self.tlb.flush();
         } else {
             self.tlb.retire_tags();
         }
-        let mut take = || {
-            self.tlb
-                .take_tag()
-                .expect("tags were left for every holder")
-        };
-        for root in &mut self.roots {
-            root.tlb_tag = take();
+        self.tlb_tags.clear();
+        for at in 0..self.roots.len() {
+            let id = self.roots[at].tree.id();
+            self.roots[at].tlb_tag = self.tag_for(id);
         }
-        self.rootless_tag = take();
+        self.rootless_tag = self
+            .tlb
+            .take_tag()
+            .expect("tags were left for every holder");
         self.update_tag();
         bump!(self.counters, tlb_flushes);
     }
 
-    /// A fresh TLB tag for a root coming into the cache.
-    fn take_tag(&mut self) -> u32 {
-        if let Some(tag) = self.tlb.take_tag() {
+    /// The TLB tag of the shadow root `id`: the one it had since the last flush, so that a
+    /// root evicted from the cache and back finds its entries, or a fresh one.
+    fn tag_for(&mut self, id: u32) -> u32 {
+        if let Some(&tag) = self.tlb_tags.get(&id) {
             return tag;
         }
-        self.flush_tlb();
-        self.tlb.take_tag().expect("a flush frees every tag")
+        if self.tlb_tags.len() >= MAX_TAGGED_ROOTS {
+            // Roots long gone may hold tags here: start over.
+            self.flush_tlb();
+        }
+        let tag = match self.tlb.take_tag() {
+            Some(tag) => tag,
+            None => {
+                self.flush_tlb();
+                self.tlb.take_tag().expect("a flush frees every tag")
+            }
+        };
+        self.tlb_tags.insert(id, tag);
+        tag
     }
 
     /// CR0, CR4 or EFER changed: switches to the root for the new role.
@@ -335,7 +354,7 @@ impl VcpuMmu {
         }
         bump!(self.counters, root_misses);
         let tree = self.shadow.get_root(Gpa(cr3).gfn(), role);
-        let tlb_tag = self.take_tag();
+        let tlb_tag = self.tag_for(tree.id());
         self.roots.insert(
             0,
             Root {
