@@ -95,11 +95,11 @@ fn linux_boots_to_userspace_through_the_32_bit_entry() {
 }
 
 /// On KVM with Umbra's own interrupt controllers. Ignored by default: on a host whose KVM is
-/// PVM, all guest kernel code runs in KVM's instruction emulator and the boot takes about half
-/// an hour; with hardware virtualization, seconds (`cargo test --release -p umbra --test
-/// linux_boot -- --ignored`).
+/// PVM, all guest kernel code runs in KVM's instruction emulator and the kernel was still in
+/// its initcalls after 40 minutes; with hardware virtualization it takes seconds (`cargo test
+/// --release -p umbra --test linux_boot -- --ignored`).
 #[test]
-#[ignore = "half an hour where KVM is PVM; run with --ignored on hardware KVM"]
+#[ignore = "more than 40 minutes where KVM is PVM; run with --ignored on hardware KVM"]
 fn linux_boots_to_userspace_on_kvm() {
     boots_to_userspace_on("kvm", "vmlinux");
 }
