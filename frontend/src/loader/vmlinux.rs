@@ -56,7 +56,9 @@ pub enum VmlinuxError {
         error: std::io::Error,
     },
     /// The payload is not an x86-64 ELF.
-    #[error("the kernel's payload is not an x86-64 ELF: {0}")]
+    #[error(
+        "the kernel's payload is not an x86-64 ELF ({0}); a 32-bit kernel boots with --boot-protocol 32"
+    )]
     NotElf(String),
     /// The ELF has nothing to load.
     #[error("the kernel's ELF has no loadable segment")]
