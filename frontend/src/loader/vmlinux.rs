@@ -134,9 +134,9 @@ const FORMATS: [(&[u8], &str); 7] = [
     (&[0x02, 0x21, 0x4c, 0x18], "lz4"),
 ];
 
-/// Decompresses `payload` (a compressed stream, then the kernel's build appends the
-/// uncompressed size, which a stream decoder stops before).
-fn decompress(payload: &[u8]) -> Result<Vec<u8>, VmlinuxError> {
+/// Decompresses a bzImage's `payload`: an xz, gzip or zstd stream, optionally followed by the
+/// uncompressed size the kernel's build appends (a stream decoder stops before it).
+pub fn decompress(payload: &[u8]) -> Result<Vec<u8>, VmlinuxError> {
     let Some(&(_, format)) = FORMATS.iter().find(|(magic, _)| payload.starts_with(magic)) else {
         return Err(VmlinuxError::UnknownFormat(
             payload.iter().take(6).copied().collect(),

@@ -1,6 +1,7 @@
 //! A kernel symbol's address from a bzImage alone, for kernels shipped without a System.map
 //! (Debian's `/boot/System.map-*` is a placeholder): the vmlinux is decompressed from the
-//! bzImage's payload and the symbol looked up in the kernel's own kallsyms tables.
+//! bzImage's payload (by the loader's [`vmlinux::decompress`]) and the symbol looked up in
+//! the kernel's own kallsyms tables.
 //!
 //! The tables (scripts/kallsyms.c writes them into `.rodata`, each label 8-byte aligned):
 //!
@@ -24,10 +25,8 @@
 //! where a plausible count is followed by entries that expand to typed, printable names and
 //! end where markers that agree with them begin.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use object::{Object, ObjectSection, SectionKind};
+use umbra::loader::vmlinux;
 
 /// Where the setup header keeps the number of 512-byte setup sectors.
 const SETUP_SECTS: usize = 0x1f1;
@@ -44,7 +43,7 @@ const SYMBOL_TYPES: &[u8] = b"aAbBdDgGiINnpPrRsStTuUvVwW";
 
 /// The address of the symbol `name` in the kernel `bzimage`, as linked (no KASLR).
 pub fn symbol_address(bzimage: &[u8], name: &str) -> Result<u64, String> {
-    let vmlinux = decompress(payload(bzimage)?)?;
+    let vmlinux = vmlinux::decompress(payload(bzimage)?).map_err(|e| e.to_string())?;
     let tokens = TokenTable::find(&vmlinux).ok_or("no kallsyms token table in the vmlinux")?;
     let names = Names::find(&vmlinux, &tokens).ok_or("no kallsyms names in the vmlinux")?;
     let index = names
@@ -91,36 +90,6 @@ fn payload(bzimage: &[u8]) -> Result<&[u8], String> {
     bzimage
         .get(start..end)
         .ok_or_else(|| "the payload lies outside the bzImage".to_owned())
-}
-
-/// The vmlinux, decompressed by the tool its compression's magic number names.
-fn decompress(payload: &[u8]) -> Result<Vec<u8>, String> {
-    let tool = match payload {
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => "xz",
-        [0x1f, 0x8b, ..] => "gzip",
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd",
-        _ => return Err("the payload is not xz, gzip or zstd data".into()),
-    };
-    let mut child = Command::new(tool)
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {tool}: {e}"))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let output = std::thread::scope(|scope| {
-        scope.spawn(move || stdin.write_all(payload));
-        child.wait_with_output()
-    })
-    .map_err(|e| format!("{tool}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{tool} -dc failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(output.stdout)
 }
 
 /// `kallsyms_token_table` as its 256 strings, and where `kallsyms_token_index` ends.
