@@ -95,17 +95,6 @@ impl Jit {
         })
     }
 
-    /// Starts a new jump-cache epoch if a translation its entries rest on may have changed:
-    /// TLB entries were dropped, or the root or the privilege context is another.
-    fn check_jump_epoch(&mut self, cpu: &Interpreter, key: JumpKey) {
-        let invalidations = cpu.tlb_invalidations();
-        if invalidations != self.context.tlb_invalidations || self.jump_key != Some(key) {
-            self.context.tlb_invalidations = invalidations;
-            self.jump_key = Some(key);
-            self.context.jump_epoch += 1;
-        }
-    }
-
     /// The JIT's counters.
     pub fn statistics(&self) -> &JitCounters {
         &self.counters
@@ -318,12 +307,14 @@ impl Jit {
             // The TLB may have been flushed since the last look (translating flushes it, to
             // protect the code's frame), giving the root a new tag: generated code must look
             // under it, and the jump cache's epoch must end.
-            let Some(tlb) = cpu.inline_tlb() else {
+            let Some(tlb) = follow_tlb(&mut self.context, cpu) else {
                 break Stop::Interpret;
             };
-            set_tlb_root(&mut self.context, tlb);
             let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
-            self.check_jump_epoch(cpu, jump_key);
+            if self.jump_key != Some(jump_key) {
+                self.jump_key = Some(jump_key);
+                self.context.jump_epoch += 1;
+            }
             if breakpoints.is_empty() {
                 self.jump_cache[context::jump_index(rip)] =
                     JumpEntry::new(rip, self.context.jump_epoch, entry as u64);
@@ -455,23 +446,26 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
     .ok()
     .flatten()
     .map_or(0, |host| host as u64);
-    // A store to a page table, or to code, drops TLB entries: the jump cache's may be stale,
-    // and after a flush the root has a new tag.
+    // A store to a page table, or to code, drops TLB entries, and a flush gives the root a
+    // new tag.
+    follow_tlb(ctx, cpu);
+    host
+}
+
+/// Brings generated code's view of the vCPU's TLB up to date and returns it: the current
+/// root's tag and spread, and a new jump-cache epoch if TLB entries were dropped since the
+/// last look (a translation a jump-cache entry rests on may have changed). `None` while
+/// the TLB is off.
+fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
+    let tlb = cpu.inline_tlb()?;
+    ctx.tlb_root = u64::from(tlb.root);
+    ctx.tlb_spread = tlb.spread * umbra_mmu::tlb::entry_layout::SIZE as u64;
     let invalidations = cpu.tlb_invalidations();
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;
         ctx.jump_epoch += 1;
-        if let Some(tlb) = cpu.inline_tlb() {
-            set_tlb_root(ctx, tlb);
-        }
     }
-    host
-}
-
-/// Points generated code at the TLB's entries for its current root.
-fn set_tlb_root(ctx: &mut BlockContext, tlb: InlineTlb) {
-    ctx.tlb_root = u64::from(tlb.root);
-    ctx.tlb_spread = tlb.spread * umbra_mmu::tlb::entry_layout::SIZE as u64;
+    Some(tlb)
 }
 
 /// This thread's MXCSR, which generated code restores after each floating-point instruction
