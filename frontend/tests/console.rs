@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{kvm_usable, text, umbra};
-use kernel::{DONE_LINE, guest_available, initramfs};
+use kernel::{DONE_LINE, guest_args, guest_available, initramfs};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{LocalModes, tcgetattr};
 
@@ -39,7 +39,7 @@ struct OnTerminal {
 }
 
 impl OnTerminal {
-    fn start(args: &[&str]) -> OnTerminal {
+    fn start(args: &[impl AsRef<std::ffi::OsStr>]) -> OnTerminal {
         let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
         grantpt(&master).unwrap();
         unlockpt(&master).unwrap();
@@ -231,18 +231,12 @@ fn a_shell_in_linux_answers_on_the_terminal() {
     };
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(dir.path());
-    let mut terminal = OnTerminal::start(&[
-        "--accel",
+    let mut terminal = OnTerminal::start(&guest_args(
         "emu",
-        "-m",
-        "512M",
-        "-kernel",
-        kernel.to_str().unwrap(),
-        "-initrd",
-        initrd.to_str().unwrap(),
-        "-append",
+        &kernel,
+        &initrd,
         "console=ttyS0 pci=off umbra.quick umbra.shell",
-    ]);
+    ));
     // Booting takes minutes; the shell answers at once after that.
     let at = terminal.wait_within(
         Duration::from_secs(1800),

@@ -12,7 +12,7 @@ mod common;
 mod kernel;
 
 use common::{free_port, have_program, run_gdb, start_umbra, text};
-use kernel::{DONE_LINE, USERSPACE_LINE, guest_available, initramfs};
+use kernel::{DONE_LINE, USERSPACE_LINE, guest_args, guest_available, initramfs};
 
 #[test]
 fn gdb_stops_linux_at_start_kernel_and_lets_it_reach_userspace() {
@@ -31,22 +31,14 @@ fn gdb_stops_linux_at_start_kernel_and_lets_it_reach_userspace() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(dir.path());
     let port = free_port();
-    let (umbra, _) = start_umbra(
-        &[
-            "--accel",
-            "emu",
-            "-m",
-            "512M",
-            "-kernel",
-            kernel.to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyS0 pci=off nokaslr umbra.quick",
-            "-S",
-        ],
-        port,
+    let mut args = guest_args(
+        "emu",
+        &kernel,
+        &initrd,
+        "console=ttyS0 pci=off nokaslr umbra.quick",
     );
+    args.push("-S".into());
+    let (umbra, _) = start_umbra(&args, port);
     let transcript = run_gdb(
         port,
         None,

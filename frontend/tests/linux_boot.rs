@@ -16,7 +16,7 @@ mod kernel;
 use std::process::Command;
 
 use common::text;
-use kernel::{DONE_LINE, USERSPACE_LINE, guest_available, initramfs};
+use kernel::{DONE_LINE, USERSPACE_LINE, guest_args, guest_available, initramfs};
 
 fn boots_to_userspace(protocol: &str) {
     boots_to_userspace_on("emu", protocol);
@@ -36,20 +36,13 @@ fn boots_to_userspace_on(accel: &str, protocol: &str) {
     let out = Command::new("timeout")
         .arg("1800")
         .arg(env!("CARGO_BIN_EXE_umbra"))
-        .args([
-            "run",
-            "--accel",
+        .args(["run", "--boot-protocol", protocol])
+        .args(guest_args(
             accel,
-            "-m",
-            "512M",
-            "--boot-protocol",
-            protocol,
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 pci=off umbra.quick"])
+            &kernel,
+            &initrd,
+            "console=ttyS0 pci=off umbra.quick",
+        ))
         .output()
         .expect("umbra starts");
     let serial = text(&out.stdout);

@@ -82,7 +82,7 @@ pub fn free_port() -> u16 {
 }
 
 /// `umbra run` with a gdb server on `port`, once it says it listens; its stderr lines so far.
-pub fn start_umbra(args: &[&str], port: u16) -> (Child, Vec<String>) {
+pub fn start_umbra(args: &[impl AsRef<std::ffi::OsStr>], port: u16) -> (Child, Vec<String>) {
     let address = format!("tcp::{port}");
     let mut child = umbra(&["run"])
         .args(args)

@@ -5,6 +5,7 @@
 
 pub mod kallsyms;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,6 +46,22 @@ pub fn guest_available(test: &str) -> Option<PathBuf> {
         .iter()
         .all(|program| have_program(test, program))
         .then_some(kernel)
+}
+
+/// `umbra run`'s arguments for this guest on `accel`: 512 MiB, `kernel`, `initrd`, and
+/// `append` as the kernel's command line.
+pub fn guest_args(accel: &str, kernel: &Path, initrd: &Path, append: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["--accel", accel, "-m", "512M", "-kernel"]
+        .map(OsString::from)
+        .into();
+    args.extend([
+        kernel.into(),
+        "-initrd".into(),
+        initrd.into(),
+        "-append".into(),
+        append.into(),
+    ]);
+    args
 }
 
 /// Builds the initramfs in `dir` with `bench/initramfs.sh`; returns its path.
