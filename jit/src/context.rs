@@ -56,10 +56,42 @@ pub struct BlockContext {
     pub cpu: u64,
     /// The jump cache's first entry (a `*const JumpEntry`).
     pub jump_cache: u64,
-    /// The jump cache's epoch: its entries of another epoch are stale.
+    /// The jump cache's epoch: its entries of another epoch are stale. Each jump context
+    /// (the root, the privilege context, the SSE settings) has its own, so that entries
+    /// survive a switch away and back ([`BlockContext::switch_jump_epoch`]).
     pub jump_epoch: u64,
     /// The vCPU's TLB invalidations when the epoch was last checked against them.
     pub tlb_invalidations: u64,
+    /// Bumped whenever every epoch ends ([`BlockContext::end_jump_epochs`]).
+    pub jump_generation: u64,
+    /// The last epoch handed out: epochs are never reused.
+    pub last_jump_epoch: u64,
+}
+
+impl BlockContext {
+    /// Ends every jump-cache epoch, the current one and those saved for other contexts:
+    /// translations or blocks the entries rest on may have gone.
+    pub fn end_jump_epochs(&mut self) {
+        self.jump_generation += 1;
+        self.jump_epoch = self.new_jump_epoch();
+    }
+
+    /// Switches to the epoch `saved` (an epoch and the generation it was saved in), when
+    /// that generation is still current, or else to a new one; returns the epoch left, for
+    /// the context being left, with the current generation.
+    pub fn switch_jump_epoch(&mut self, saved: Option<(u64, u64)>) -> (u64, u64) {
+        let left = (self.jump_epoch, self.jump_generation);
+        self.jump_epoch = match saved {
+            Some((epoch, generation)) if generation == self.jump_generation => epoch,
+            _ => self.new_jump_epoch(),
+        };
+        left
+    }
+
+    fn new_jump_epoch(&mut self) -> u64 {
+        self.last_jump_epoch += 1;
+        self.last_jump_epoch
+    }
 }
 
 /// An entry of the jump cache, where blocks leaving for a RIP they cannot chain to (an

@@ -26,6 +26,9 @@ const CODE_BUFFER_BYTES: usize = 32 << 20;
 /// before the dispatcher looks again.
 const COLD_RUN: u32 = 64;
 
+/// How many jump contexts' epochs are kept before they are all dropped.
+const MAX_SAVED_JUMP_EPOCHS: usize = 1024;
+
 /// Generated code's way in: `enter(context, block)` runs from `block` until an exit.
 type EnterFn = unsafe extern "sysv64" fn(*mut BlockContext, usize) -> u32;
 
@@ -57,6 +60,8 @@ pub struct Jit {
     jump_cache: Box<[JumpEntry]>,
     /// What the jump cache's epoch was started for: the root and the privilege context.
     jump_key: Option<JumpKey>,
+    /// The epochs of the other jump contexts met, with the generation they were left in.
+    jump_epochs: FxHashMap<JumpKey, (u64, u64)>,
 }
 
 /// What a jump-cache epoch holds for besides the TLB's contents: the root's TLB tag, and the
@@ -79,6 +84,7 @@ impl Jit {
                 jump_cache: jump_cache.as_ptr() as u64,
                 // Entries start in epoch 0: none is valid.
                 jump_epoch: 1,
+                last_jump_epoch: 1,
                 ..BlockContext::default()
             }),
             enter,
@@ -92,6 +98,7 @@ impl Jit {
             fallback_names: FxHashMap::default(),
             jump_cache,
             jump_key: None,
+            jump_epochs: FxHashMap::default(),
         })
     }
 
@@ -146,7 +153,7 @@ impl Jit {
             return;
         }
         // Blocks may go: the jump cache must not lead to them.
-        self.context.jump_epoch += 1;
+        self.context.end_jump_epochs();
         match shadow.code_written_between(self.code_generation, generation) {
             Some(frames) => {
                 for gfn in frames {
@@ -231,12 +238,26 @@ impl Jit {
                     if attempt == 0 {
                         self.counters.invalidations += self.cache.flush() as u64;
                         self.counters.flushes += 1;
-                        self.context.jump_epoch += 1;
+                        self.context.end_jump_epochs();
                     }
                 }
             }
         }
         Err(Stop::Interpret)
+    }
+
+    /// Makes `key` the jump context: the jump cache's entries filled under it before are
+    /// valid again if no epoch has ended since, and those of the context left are kept.
+    fn switch_jump_key(&mut self, key: JumpKey) {
+        // Epochs saved before the last end are dead: drop them now and then.
+        if self.jump_epochs.len() >= MAX_SAVED_JUMP_EPOCHS {
+            self.jump_epochs.clear();
+        }
+        let saved = self.jump_epochs.get(&key).copied();
+        let left = self.context.switch_jump_epoch(saved);
+        if let Some(old) = self.jump_key.replace(key) {
+            self.jump_epochs.insert(old, left);
+        }
     }
 
     /// Counts an instruction left to the interpreter.
@@ -282,7 +303,7 @@ impl Jit {
         ctx.tlb_entries = tlb.entries as u64;
         if !breakpoints.is_empty() {
             // Blocks run one at a time: none may find the next in the jump cache.
-            ctx.jump_epoch += 1;
+            ctx.end_jump_epochs();
         }
         let mut patch: Option<(usize, u64)> = None;
         let stop = loop {
@@ -312,8 +333,7 @@ impl Jit {
             };
             let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
             if self.jump_key != Some(jump_key) {
-                self.jump_key = Some(jump_key);
-                self.context.jump_epoch += 1;
+                self.switch_jump_key(jump_key);
             }
             if breakpoints.is_empty() {
                 self.jump_cache[context::jump_index(rip)] =
@@ -463,7 +483,7 @@ fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let invalidations = cpu.tlb_invalidations();
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;
-        ctx.jump_epoch += 1;
+        ctx.end_jump_epochs();
     }
     Some(tlb)
 }

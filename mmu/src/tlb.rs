@@ -120,8 +120,8 @@ pub mod entry_layout {
 ///
 /// Entries are filled under a root tag, and hit only under the same one. A tag is handed out
 /// once ([`Tlb::take_tag`]), so a vCPU drops every entry of an address space in O(1) by taking
-/// a fresh tag for it ([`Tlb::retire_tags`]); only when the tags run out are the entries
-/// cleared for real ([`Tlb::flush`]).
+/// a fresh tag for it; only when the tags run out are the entries cleared for real
+/// ([`Tlb::flush`]).
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
     invalidations: u64,
@@ -205,9 +205,11 @@ impl Tlb {
         self.entries.iter().filter(|entry| entry.tag != 0).count()
     }
 
-    /// How many times entries were dropped (a flush, or a page's entries): a translation
-    /// looked up before and still in use elsewhere (as a block's target) may be stale when it
-    /// changed, and is still right when it did not (a fill only replaces an entry).
+    /// How many times translations under tags still handed out may have changed: a flush
+    /// (which frees every tag) or a page's entries dropped with [`Tlb::flush_page`]. A
+    /// translation looked up before and still in use elsewhere (as a block's target, under
+    /// its tag) may be stale when this changed, and is still right when it did not (a fill
+    /// only replaces an entry, and entries under tags no longer used never hit again).
     pub fn invalidations(&self) -> u64 {
         self.invalidations
     }
@@ -226,12 +228,6 @@ impl Tlb {
         NO_ROOT - self.next_tag
     }
 
-    /// Notes that the tags handed out so far are retired: their holders take fresh ones, and
-    /// the entries filled under the old ones never hit again.
-    pub fn retire_tags(&mut self) {
-        self.invalidations += 1;
-    }
-
     /// Drops every entry, and makes every tag free again (their holders must take new ones).
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
@@ -239,9 +235,15 @@ impl Tlb {
         self.next_tag = 0;
     }
 
-    /// Drops the entries for `gva` under each of `roots`.
+    /// Drops the entries for `gva` under each of `roots`: its translation changed.
     pub fn flush_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         self.invalidations += 1;
+        self.drop_page(gva, roots);
+    }
+
+    /// Drops the entries for `gva` under each of `roots` whose translation stands, for a
+    /// refill to recompute what they allow: not an invalidation.
+    pub fn drop_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         for root in roots {
             let entry = &mut self.entries[Self::slot(gva, root)];
             if entry.tag == Self::tag(gva) && entry.root == root {

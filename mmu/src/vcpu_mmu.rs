@@ -244,10 +244,9 @@ impl VcpuMmu {
     /// Drops every TLB entry, in O(1): every root, and translation without a root, takes a
     /// fresh tag (the TLB is cleared for real only when the tags run out).
     pub fn flush_tlb(&mut self) {
+        // Fresh tags are enough while they last.
         if self.tlb.tags_left() as usize <= self.roots.len() + 1 {
             self.tlb.flush();
-        } else {
-            self.tlb.retire_tags();
         }
         self.tlb_tags.clear();
         for at in 0..self.roots.len() {
@@ -592,7 +591,7 @@ impl VcpuMmu {
             self.flush_tlb();
         } else {
             let tag = self.root_tag();
-            self.tlb.flush_page(mapping.gva, [tag]);
+            self.tlb.drop_page(mapping.gva, [tag]);
         }
     }
 }
