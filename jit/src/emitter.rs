@@ -467,7 +467,8 @@ impl Emitter {
         // its folded high bits, each already shifted to entry-size units, their XOR, the
         // root's spread (in bytes), the mask. The low bits of the shifted page number hold
         // offset bits, which the mask clears and the spread's zero low bits never carry
-        // from. R12: the page number, then the tag.
+        // from. R12: the key, of the page holding the access's last byte, so that an access
+        // running into the next page misses.
         let page_shift = 12 - entry_shift;
         let fold_shift = page_shift + index_bits;
         dynasm!(self.ops
@@ -480,31 +481,14 @@ impl Emitter {
             ; add r13, QWORD [r15 + offset::TLB_SPREAD]
             ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
-            ; mov r12, r14
-            ; shr r12, 12
-            ; lea r12, [r12 + r12 + 1]
-            ; cmp r12, QWORD [r13 + entry_layout::TAG as i32]
-            ; jne =>slow
-            ; mov r12d, DWORD [r15 + offset::TLB_ROOT]
-            ; cmp r12d, DWORD [r13 + entry_layout::ROOT as i32]
+            ; lea r12, [r14 + (size - 1) as i32]
+            ; and r12, !0xfff
+            ; or r12, QWORD [r15 + offset::TLB_ROOT]
+            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
             ; jne =>slow
             ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
             ; jz =>slow
-        );
-        if size > 1 {
-            // An access that would run into the next page goes the slow way.
-            dynasm!(self.ops
-                ; .arch x64
-                ; mov r12d, r14d
-                ; and r12d, 0xfff
-                ; cmp r12d, (0x1000 - size) as i32
-                ; ja =>slow
-            );
-        }
-        dynasm!(self.ops
-            ; .arch x64
-            ; and r14d, 0xfff
-            ; add r14, QWORD [r13 + entry_layout::HOST as i32]
+            ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]
             ; =>resume
         );
         self.slow_paths.push(SlowPath {

@@ -1,11 +1,11 @@
 //! The per-vCPU software TLB: a direct-mapped array in front of the shadow tables.
 //!
-//! Each entry is tagged with the guest page and the root it was filled under, so switching
+//! Each entry is keyed by the guest page and the root it was filled under, so switching
 //! between cached roots needs no flush; the root also picks the set, so that address spaces
 //! using the same addresses (every process's text at the same place) do not evict each other. It holds, for the three access contexts (user,
 //! supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three kinds of access (read,
 //! write, fetch), whether the access is allowed at all without a walk and whether it may go
-//! straight to host memory; a hit is one index, two compares and a bit test, with no lock,
+//! straight to host memory; a hit is one index, one compare and a bit test, with no lock,
 //! atomic or allocation.
 
 use crate::addr::{Gfn, Gpa, Gva, PAGE_OFFSET_MASK, PAGE_SHIFT};
@@ -17,8 +17,13 @@ pub const TLB_ENTRIES: usize = 1024;
 /// log2 of [`TLB_ENTRIES`].
 pub const TLB_INDEX_BITS: u32 = TLB_ENTRIES.trailing_zeros();
 
-/// A root tag no entry is filled under: past the last one [`Tlb::take_tag`] hands out.
-pub const NO_ROOT: u32 = u32::MAX;
+/// A root tag no entry is filled under: past the last one [`Tlb::take_tag`] hands out. Tags
+/// fit in a page offset's 12 bits, where an entry's key holds them.
+pub const NO_ROOT: u32 = PAGE_OFFSET_MASK as u32;
+
+/// The key of an empty entry. It is the key of page 0xffff_ffff_ffff_f000 under [`NO_ROOT`],
+/// under which nothing is looked up, and the entry allows nothing anyway.
+const EMPTY_KEY: u64 = u64::MAX;
 
 /// The bit for `access` in an entry's permission masks.
 pub(crate) fn access_bit(access: Access) -> u16 {
@@ -49,19 +54,33 @@ pub(crate) fn every_access() -> impl Iterator<Item = Access> {
     })
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C)]
 struct Entry {
-    /// Guest page number << 1 | 1; 0 for an empty entry.
-    tag: u64,
-    root: u32,
+    /// The page's linear address with the root's tag in its low 12 bits ([`Tlb::key`]);
+    /// [`EMPTY_KEY`] for an empty entry.
+    key: u64,
+    /// What turns a linear address in the page into the host address of its byte, by a
+    /// wrapping addition: the host address of the page's first byte less the page's linear
+    /// address (meaningless when the page is not RAM: then no access is direct).
+    addend: u64,
     /// Accesses allowed without a walk.
     allowed: u16,
-    /// Accesses that may use `host` directly.
+    /// Accesses that may use the host address directly.
     direct: u16,
-    /// Host address of the page's first byte, 0 when the page is not RAM.
-    host: usize,
     gfn: u64,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            key: EMPTY_KEY,
+            addend: 0,
+            allowed: 0,
+            direct: 0,
+            gfn: 0,
+        }
+    }
 }
 
 /// Where a translated access goes.
@@ -77,9 +96,10 @@ pub struct Mapping {
 
 /// The TLB as generated code reads it (a JIT's inlined hit path): the entry for a linear
 /// address `la`, with page number `p = la >> 12`, is
-/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + spread) % TLB_ENTRIES * entry_layout::SIZE`; it
-/// hits when its tag is `(la >> 12) << 1 | 1`, its root is `root`, and its `direct` mask has
-/// the access's bit ([`InlineTlb::direct_bit`]); the host address is then `host + la % 4096`.
+/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + spread) % TLB_ENTRIES * entry_layout::SIZE`; an
+/// access of `n` bytes hits when the entry's key is `(la + n - 1) & !0xfff | root` (a key
+/// that also fails an access running into the next page) and its `direct` mask has the
+/// access's bit ([`InlineTlb::direct_bit`]); the host address is then `la + addend`.
 ///
 /// The view stays valid while the vCPU's root is unchanged; the entries may change under it
 /// (fills and flushes), which generated code sees on its next lookup.
@@ -87,7 +107,7 @@ pub struct Mapping {
 pub struct InlineTlb {
     /// The first entry.
     pub entries: *const u8,
-    /// The current root's tag.
+    /// The current root's tag (below [`NO_ROOT`]).
     pub root: u32,
     /// The current root's shift in the array.
     pub spread: u64,
@@ -106,14 +126,12 @@ pub mod entry_layout {
 
     /// The size of an entry, in bytes.
     pub const SIZE: usize = size_of::<Entry>();
-    /// The tag: guest page number << 1 | 1 (u64).
-    pub const TAG: usize = std::mem::offset_of!(Entry, tag);
-    /// The root (u32).
-    pub const ROOT: usize = std::mem::offset_of!(Entry, root);
+    /// The key: the page's linear address, the root's tag in its low 12 bits (u64).
+    pub const KEY: usize = std::mem::offset_of!(Entry, key);
     /// The accesses that may go straight to host memory (u16).
     pub const DIRECT: usize = std::mem::offset_of!(Entry, direct);
-    /// The host address of the page (usize).
-    pub const HOST: usize = std::mem::offset_of!(Entry, host);
+    /// What a linear address in the page is added to for its host address (u64).
+    pub const ADDEND: usize = std::mem::offset_of!(Entry, addend);
 }
 
 /// A vCPU's TLB.
@@ -168,8 +186,9 @@ impl Tlb {
         }
     }
 
-    fn tag(gva: Gva) -> u64 {
-        ((gva.0 >> PAGE_SHIFT) << 1) | 1
+    /// The key of `gva`'s page under `root`.
+    fn key(gva: Gva, root: u32) -> u64 {
+        (gva.0 & !PAGE_OFFSET_MASK) | u64::from(root)
     }
 
     /// The mapping of `gva` for `access` under `root`, if the TLB holds one allowing it.
@@ -177,32 +196,37 @@ impl Tlb {
     pub fn lookup(&self, gva: Gva, root: u32, access: Access) -> Option<Mapping> {
         let entry = &self.entries[Self::slot(gva, root)];
         let bit = access_bit(access);
-        if entry.tag != Self::tag(gva) || entry.root != root || entry.allowed & bit == 0 {
+        if entry.key != Self::key(gva, root) || entry.allowed & bit == 0 {
             return None;
         }
         let offset = gva.0 & PAGE_OFFSET_MASK;
         Some(Mapping {
             gva,
             gpa: Gpa((entry.gfn << PAGE_SHIFT) | offset),
-            host: (entry.direct & bit != 0).then(|| entry.host + offset as usize),
+            host: (entry.direct & bit != 0).then(|| gva.0.wrapping_add(entry.addend) as usize),
         })
     }
 
-    /// Fills the entry for `gva` under `root`.
+    /// Fills the entry for `gva` under `root` (a tag below [`NO_ROOT`]), whose page is at
+    /// `host` in the host when it is RAM.
     pub fn fill(&mut self, gva: Gva, root: u32, gfn: Gfn, allowed: u16, direct: u16, host: usize) {
+        debug_assert!(root < NO_ROOT);
+        let page = gva.0 & !PAGE_OFFSET_MASK;
         self.entries[Self::slot(gva, root)] = Entry {
-            tag: Self::tag(gva),
-            root,
+            key: Self::key(gva, root),
+            addend: (host as u64).wrapping_sub(page),
             allowed,
             direct,
-            host,
             gfn: gfn.0,
         };
     }
 
     /// How many entries are in use (a scan of the array: for statistics, not hot paths).
     pub fn occupancy(&self) -> usize {
-        self.entries.iter().filter(|entry| entry.tag != 0).count()
+        self.entries
+            .iter()
+            .filter(|entry| entry.key != EMPTY_KEY)
+            .count()
     }
 
     /// How many times translations under tags still handed out may have changed: a flush
@@ -246,7 +270,7 @@ impl Tlb {
     pub fn drop_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         for root in roots {
             let entry = &mut self.entries[Self::slot(gva, root)];
-            if entry.tag == Self::tag(gva) && entry.root == root {
+            if entry.key == Self::key(gva, root) {
                 *entry = Entry::default();
             }
         }
@@ -341,21 +365,25 @@ mod tests {
         // SAFETY: the index is within the array.
         let entry = unsafe { view.entries.add(index * entry_layout::SIZE) };
         // SAFETY: the offsets are those of the entry's fields, read at their types.
-        let (tag, root, direct, host) = unsafe {
+        let (key, direct, addend) = unsafe {
             (
-                entry.add(entry_layout::TAG).cast::<u64>().read(),
-                entry.add(entry_layout::ROOT).cast::<u32>().read(),
+                entry.add(entry_layout::KEY).cast::<u64>().read(),
                 entry.add(entry_layout::DIRECT).cast::<u16>().read(),
-                entry.add(entry_layout::HOST).cast::<usize>().read(),
+                entry.add(entry_layout::ADDEND).cast::<u64>().read(),
             )
         };
-        assert_eq!(tag, (gva.0 >> 12) << 1 | 1);
-        assert_eq!(root, 42);
+        assert_eq!(key, (gva.0 + 3) & !0xfff | 42, "a 4-byte access's key");
+        assert_ne!(
+            key,
+            (gva.0 | 0xffd) + 3 & !0xfff | 42,
+            "one into the next page"
+        );
         assert_eq!(direct & InlineTlb::direct_bit(write), bit);
         assert_eq!(
-            host + (gva.0 & 0xfff) as usize,
+            gva.0.wrapping_add(addend) as usize,
             tlb.lookup(gva, 42, write).unwrap().host.unwrap()
         );
+        assert_eq!(tlb.lookup(gva, 42, write).unwrap().host, Some(0x7000_0456));
     }
 
     #[test]
