@@ -1010,13 +1010,16 @@ impl BlockTranslator {
         } else if needs_flags(i) {
             self.emitter.load_flags();
         }
-        for &(host, guest, _) in &plan.registers {
-            if host == guest {
-                self.emitter.use_home(host);
-            } else {
+        for planned in &plan.registers {
+            let (host, guest) = (planned.host, planned.guest);
+            if host != guest {
                 // A homeless guest register, in a borrowed home for this instruction.
                 self.emitter.flush(1 << host);
-                self.emitter.load_gpr(host, guest);
+                if planned.read {
+                    self.emitter.load_gpr(host, guest);
+                }
+            } else if planned.read {
+                self.emitter.use_home(host);
             }
         }
         if !plan.xmm.is_empty() {
@@ -1054,12 +1057,13 @@ impl BlockTranslator {
                 dynasm!(self.emitter.ops ; .arch x64 ; movdqu [r12 + 16 * i32::from(n)], Rx(n));
             }
         }
-        for &(host, guest, written) in &plan.registers {
+        for planned in &plan.registers {
+            let (host, guest) = (planned.host, planned.guest);
             if host == guest {
-                if written {
+                if planned.written {
                     self.emitter.home_written(host);
                 }
-            } else if written {
+            } else if planned.written {
                 self.emitter.store_gpr(guest, host);
             }
         }
@@ -1193,7 +1197,7 @@ impl BlockTranslator {
                 .find(|&g| g != host && host_of[usize::from(g)] == host)
                 .unwrap_or(host)
         };
-        let mut registers: Vec<(u8, u8, bool)> = Vec::new();
+        let mut registers: Vec<PlannedRegister> = Vec::new();
         let mut xmm: Vec<(u8, bool)> = Vec::new();
         for r in self.info.info(&rewritten).used_registers() {
             let register = r.register();
@@ -1220,9 +1224,19 @@ impl BlockTranslator {
                 r.access(),
                 OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
             );
-            match registers.iter_mut().find(|(h, _, _)| *h == host) {
-                Some(entry) => entry.2 |= written,
-                None => registers.push((host, guest_of(host), written)),
+            // A write of 32 or 64 bits replaces the whole register (32 bits zero-extend).
+            let replaced = r.access() == OpAccess::Write && register.size() >= 4;
+            match registers.iter_mut().find(|planned| planned.host == host) {
+                Some(planned) => {
+                    planned.read |= !replaced;
+                    planned.written |= written;
+                }
+                None => registers.push(PlannedRegister {
+                    host,
+                    guest: guest_of(host),
+                    read: !replaced,
+                    written,
+                }),
             }
         }
         let mut encoder = Encoder::new(64);
@@ -1425,12 +1439,25 @@ fn condition_number(cc: ConditionCode) -> u8 {
     cc as u8 - ConditionCode::o as u8
 }
 
+/// A general register a native instruction uses.
+struct PlannedRegister {
+    /// The host register.
+    host: u8,
+    /// The guest register it stands for.
+    guest: u8,
+    /// Whether the instruction reads its value: it must be loaded (false when the
+    /// instruction only replaces it).
+    read: bool,
+    /// Whether the instruction writes it.
+    written: bool,
+}
+
 /// How a natively run instruction is set up.
 struct NativePlan {
     /// The host instruction.
     code: Vec<u8>,
-    /// Host register, guest register, and whether the instruction writes it.
-    registers: Vec<(u8, u8, bool)>,
+    /// The general registers it uses.
+    registers: Vec<PlannedRegister>,
     /// XMM registers (the same number on host and guest), and whether it writes each.
     xmm: Vec<(u8, bool)>,
     /// The memory operand's size, and whether it is written.
