@@ -481,7 +481,14 @@ impl Emitter {
             ; add r13, QWORD [r15 + offset::TLB_SPREAD]
             ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
-            ; lea r12, [r14 + (size - 1) as i32]
+        );
+        if size == 1 {
+            dynasm!(self.ops ; .arch x64 ; mov r12, r14);
+        } else {
+            dynasm!(self.ops ; .arch x64 ; lea r12, [r14 + (size - 1) as i32]);
+        }
+        dynasm!(self.ops
+            ; .arch x64
             ; and r12, !0xfff
             ; or r12, QWORD [r15 + offset::TLB_ROOT]
             ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]

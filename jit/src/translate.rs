@@ -915,32 +915,40 @@ impl BlockTranslator {
             self.emitter.load_imm(reg::ADDRESS, disp);
         } else {
             let disp = disp as i64 as i32;
-            if base != Register::None {
-                let b = self.register_for_address(base, reg::ADDRESS);
-                if b != reg::ADDRESS {
-                    dynasm!(self.emitter.ops ; .arch x64 ; mov r14, Rq(b));
-                }
-            } else {
-                dynasm!(self.emitter.ops ; .arch x64 ; mov r14d, 0);
-            }
+            let addr32 = is_addr32(i);
+            let b = (base != Register::None).then(|| self.register_for_address(base, reg::ADDRESS));
+            let x =
+                (index != Register::None).then(|| self.register_for_address(index, reg::SCRATCH));
             let ops = &mut self.emitter.ops;
-            if index != Register::None {
-                let x = self.register_for_address(index, reg::SCRATCH);
-                let ops = &mut self.emitter.ops;
-                match (i.memory_index_scale(), is_addr32(i)) {
-                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) + disp]),
-                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 2 + disp]),
-                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 4 + disp]),
-                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [r14 + Rq(x) * 8 + disp]),
-                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) + disp]),
-                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 2 + disp]),
-                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 4 + disp]),
-                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [r14 + Rq(x) * 8 + disp]),
+            match (b, x, i.memory_index_scale()) {
+                (Some(b), Some(x), scale) => match (scale, addr32) {
+                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) + disp]),
+                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 2 + disp]),
+                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 4 + disp]),
+                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 8 + disp]),
+                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) + disp]),
+                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 2 + disp]),
+                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 4 + disp]),
+                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 8 + disp]),
+                },
+                (None, Some(x), scale) => match (scale, addr32) {
+                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) + disp]),
+                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 2 + disp]),
+                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 4 + disp]),
+                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 8 + disp]),
+                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) + disp]),
+                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 2 + disp]),
+                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 4 + disp]),
+                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 8 + disp]),
+                },
+                (Some(b), None, _) if addr32 => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + disp]),
+                (Some(b), None, _) if disp != 0 => {
+                    dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + disp])
                 }
-            } else if is_addr32(i) {
-                dynasm!(ops ; .arch x64 ; lea r14d, [r14 + disp]);
-            } else if disp != 0 {
-                dynasm!(ops ; .arch x64 ; lea r14, [r14 + disp]);
+                (Some(b), None, _) if b != reg::ADDRESS => {
+                    dynasm!(ops ; .arch x64 ; mov r14, Rq(b))
+                }
+                _ => {}
             }
         }
         if with_segment {
