@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(key, (gva.0 + 3) & !0xfff | 42, "a 4-byte access's key");
         assert_ne!(
             key,
-            (gva.0 | 0xffd) + 3 & !0xfff | 42,
+            (((gva.0 | 0xffd) + 3) & !0xfff) | 42,
             "one into the next page"
         );
         assert_eq!(direct & InlineTlb::direct_bit(write), bit);
