@@ -262,6 +262,9 @@ pub enum Exit {
     Interpret = 2,
     /// The budget ran out before the block at RIP.
     Budget = 3,
+    /// RIP is where to go on, but the dispatcher must look again first: the block changed
+    /// the privilege context.
+    Dispatch = 4,
 }
 
 impl Exit {
@@ -272,6 +275,7 @@ impl Exit {
             1 => Exit::Chain,
             2 => Exit::Interpret,
             3 => Exit::Budget,
+            4 => Exit::Dispatch,
             _ => unreachable!("generated code returns only exit codes"),
         }
     }

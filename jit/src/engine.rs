@@ -42,6 +42,8 @@ enum Stop {
     Cold,
     /// A debugger's breakpoint is at RIP: the caller decides.
     Breakpoint,
+    /// A block changed the privilege context: the next block is chosen in the new one.
+    Dispatch,
 }
 
 /// One vCPU's JIT: a [`BlockEngine`].
@@ -387,6 +389,7 @@ impl Jit {
                     break Stop::Interpret;
                 }
                 Exit::Budget => break Stop::Budget,
+                Exit::Dispatch => break Stop::Dispatch,
             }
         };
         let ctx = &*self.context;
@@ -412,6 +415,7 @@ impl BlockEngine for Jit {
             if !breakpoints.is_empty() && breakpoints.contains(&cpu.rip_linear()) {
                 return StepEvent::None;
             }
+            let was_enabled = cpu.interrupts_enabled();
             let stop = match cpu.block_context() {
                 Some(context) => self.run_blocks(cpu, context, &mut left, breakpoints),
                 None => Stop::Interpret,
@@ -422,9 +426,15 @@ impl BlockEngine for Jit {
                 Stop::Budget | Stop::Breakpoint => return StepEvent::None,
                 Stop::Interpret => self.interpret(cpu, &mut left),
                 Stop::Cold => self.interpret_cold(cpu, &mut left, breakpoints),
+                Stop::Dispatch => None,
             };
             if let Some(event) = event {
                 return event;
+            }
+            // A block's STI, with the instruction in its shadow run by the interpreter: the
+            // caller delivers what is pending.
+            if !was_enabled && cpu.interrupts_enabled() {
+                return StepEvent::None;
             }
         }
         StepEvent::None

@@ -20,11 +20,20 @@ use iced_x86::{
     InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
 };
 use umbra_cpu::interp::cpuid;
+use umbra_mmu::tlb::InlineTlb;
+use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use crate::context::{Exit, offset};
 use crate::emitter::{
     BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
 };
+
+/// RFLAGS.IF.
+const RFLAGS_IF: i32 = 1 << 9;
+/// RFLAGS.DF.
+const RFLAGS_DF: i32 = 1 << 10;
+/// RFLAGS.AC.
+const RFLAGS_AC: i32 = 1 << 18;
 
 /// The most instructions one block holds.
 pub(crate) const MAX_BLOCK_INSTRUCTIONS: usize = 64;
@@ -44,6 +53,15 @@ pub(crate) struct BlockStart {
     /// Whether SSE floating-point instructions run without an exception to raise (see
     /// [`umbra_cpu::interp::translator::BlockContext::float`]).
     pub float: bool,
+}
+
+impl BlockStart {
+    /// Whether the block runs at CPL 0: blocks run at CPL 0 or 3 only
+    /// ([`umbra_cpu::interp::Interpreter::block_context`]), and the read bit names the
+    /// privilege context.
+    fn at_cpl0(&self) -> bool {
+        self.read_bit != InlineTlb::direct_bit(Access::new(AccessKind::Read, Privilege::User))
+    }
 }
 
 /// A translated block.
@@ -98,6 +116,12 @@ enum Lowering {
     RepStos,
     /// REP MOVS with 64-bit addresses and DS as the source's segment.
     RepMovs,
+    /// CLD or STD; CLI, STI, STAC or CLAC at CPL 0: sets (`set`) or clears the RFLAGS bits
+    /// in `mask`. STI, whose interrupt shadow covers the next instruction, ends the block
+    /// after that one, back in the vCPU's loop (as [`Exit::Budget`] does), which delivers the
+    /// interrupts pending; STAC and CLAC, which change the privilege context, end it at once,
+    /// back in the dispatcher ([`Exit::Dispatch`]).
+    SystemFlag { mask: i32, set: bool },
     /// Left to the interpreter.
     Interpret,
 }
@@ -152,10 +176,16 @@ pub(crate) fn translate(
         block.index += 1;
     }
     if !ended {
-        // Out of instructions or page: on to the next one.
+        // Out of instructions or page: on to the next one; after STI's shadow, back to the
+        // vCPU's loop, which delivers the interrupts pending.
         let next = instructions.last().map_or(start.rip, |(i, _)| i.next_ip());
         block.emitter.spill_flags();
-        block.jump_to(next);
+        if instructions.iter().any(|(i, _)| is_native_sti(i)) {
+            let at = block.after(next);
+            block.emitter.exit(Exit::Budget, at);
+        } else {
+            block.jump_to(next);
+        }
     }
     block.finish_side_exits();
     block.emitter.finish_slow_paths();
@@ -184,19 +214,41 @@ fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)>
         if decoder.last_error() != DecoderError::None {
             break;
         }
-        let lowered = lowering(&instruction, start);
+        let mut lowered = lowering(&instruction, start);
+        // The instruction in STI's shadow ends the block; one that transfers control is the
+        // interpreter's, so that the dispatcher sees the interrupts enabled right after it.
+        let shadowed = instructions.last().is_some_and(|(i, _)| is_native_sti(i));
+        if shadowed && instruction.flow_control() != FlowControl::Next {
+            lowered = Lowering::Interpret;
+        }
         instructions.push((instruction, lowered));
         // A conditional branch leaves on one way only: the block goes on along the other; but
         // one back to the block's start ends it, as a loop that goes round without leaving.
         let side_exit =
             lowered == Lowering::Branch && instruction.near_branch_target() != start.rip;
         let ends = lowered == Lowering::Interpret
-            || (instruction.flow_control() != FlowControl::Next && !side_exit);
+            || shadowed
+            || (instruction.flow_control() != FlowControl::Next && !side_exit)
+            || (matches!(lowered, Lowering::SystemFlag { .. })
+                && matches!(instruction.mnemonic(), Mnemonic::Stac | Mnemonic::Clac));
         if ends {
             break;
         }
     }
+    // An STI with no instruction after it in the block is the interpreter's, which keeps
+    // its shadow.
+    if let Some(last) = instructions.last_mut()
+        && is_native_sti(&last.0)
+    {
+        last.1 = Lowering::Interpret;
+    }
     instructions
+}
+
+/// Whether `i` is STI (lowered as [`Lowering::SystemFlag`] when it is not the
+/// interpreter's).
+fn is_native_sti(i: &Instruction) -> bool {
+    i.mnemonic() == Mnemonic::Sti
 }
 
 /// How `i` is translated in a block starting at `start`.
@@ -210,6 +262,18 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
         Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
         Pushfq => Lowering::PushFlags,
+        Cld | Std => Lowering::SystemFlag {
+            mask: RFLAGS_DF,
+            set: i.code() == Std,
+        },
+        Cli | Sti if start.at_cpl0() => Lowering::SystemFlag {
+            mask: RFLAGS_IF,
+            set: i.code() == Sti,
+        },
+        Clac | Stac if start.at_cpl0() => Lowering::SystemFlag {
+            mask: RFLAGS_AC,
+            set: i.code() == Stac,
+        },
         Pop_r64 => Lowering::Pop,
         Jmp_rel8_64 | Jmp_rel32_64 if direct => Lowering::Jump,
         Call_rel32_64 if direct => Lowering::Call,
@@ -280,8 +344,8 @@ fn is_plain_memory(i: &Instruction) -> bool {
 /// The instructions the host may run for the guest: integer instructions whose only effects
 /// are on general registers, the arithmetic flags and one memory operand, that cannot fault
 /// on their own (division only on 32 and 64 bits, behind a guard that leaves for the
-/// interpreter where it would: see `BlockTranslator::divide_guard`), whose features the
-/// guest's CPUID has.
+/// interpreter where it would: see `BlockTranslator::divide_guard`), and the fences; all of
+/// them with features the guest's CPUID has.
 fn runs_natively(i: &Instruction) -> bool {
     use Mnemonic::*;
     let family = matches!(
@@ -354,6 +418,9 @@ fn runs_natively(i: &Instruction) -> bool {
             | Movbe
             | Lahf
             | Sahf
+            | Lfence
+            | Mfence
+            | Sfence
     ) || is_setcc_or_cmovcc(i)
         || is_divide(i);
     if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
@@ -783,6 +850,20 @@ impl BlockTranslator {
                 self.emitter.flush(ALL_REGISTERS);
                 self.emitter.spill_flags();
                 self.rep_string(i, lowering == Lowering::RepMovs);
+            }
+            Lowering::SystemFlag { mask, set } => {
+                self.emitter.spill_flags();
+                let rflags = &mut self.emitter.ops;
+                if set {
+                    dynasm!(rflags ; .arch x64 ; or QWORD [r15 + offset::RFLAGS], mask);
+                } else {
+                    dynasm!(rflags ; .arch x64 ; and QWORD [r15 + offset::RFLAGS], !mask);
+                }
+                if matches!(i.mnemonic(), Mnemonic::Stac | Mnemonic::Clac) {
+                    let at = self.after(i.next_ip());
+                    self.emitter.exit(Exit::Dispatch, at);
+                    return true;
+                }
             }
             Lowering::Interpret => {
                 self.leave_to_interpreter(i);
@@ -1428,9 +1509,6 @@ impl BlockTranslator {
 
 /// Every guest register.
 const ALL_REGISTERS: u16 = 0xffff;
-
-/// RFLAGS.DF.
-const RFLAGS_DF: i32 = 1 << 10;
 
 /// Guest registers without a home (see [`crate::emitter`]).
 const HOMELESS_GUESTS: u16 = crate::emitter::HOMELESS;

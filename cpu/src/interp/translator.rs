@@ -65,7 +65,10 @@ impl Interpreter {
     /// run the next instruction (see the module's documentation).
     pub fn block_context(&self) -> Option<BlockContext> {
         let rflags = self.regs.rflags;
+        // At CPL 1 or 2 CLI and STI depend on IOPL: blocks run at CPL 0 or 3 only, so that a
+        // supervisor context means CPL 0.
         let plain = self.mode() == CpuMode::Long
+            && matches!(self.cpl, 0 | 3)
             && rflags & (RFLAGS_TF | RFLAGS_RF) == 0
             && self.dr[7] & DR7_ENABLES == 0
             && !self.interrupt_shadow
