@@ -66,6 +66,56 @@ pub struct BlockContext {
     pub jump_generation: u64,
     /// The last epoch handed out: epochs are never reused.
     pub last_jump_epoch: u64,
+    /// What memory accesses in generated code last translated.
+    pub access_slots: AccessSlots,
+}
+
+/// Entries of [`AccessSlots`] (a power of two).
+pub const ACCESS_SLOTS: usize = 4096;
+
+/// What a memory access in generated code last translated through the TLB (accesses whose
+/// code lies [`ACCESS_SLOTS`] apart share one): its page's TLB key, for the access's size,
+/// and the addend to the host address. The access hits here when its key is the same, with
+/// a compare that lies off the path from the address to the data. A slot is filled only
+/// from a TLB entry letting the access go to host memory directly, and the key names the
+/// root's tag; so it stays right until the TLB's invalidations count changes (a flush that
+/// hands tags out again, or a page's translation dropped), when every slot is emptied
+/// ([`AccessSlots::forget`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AccessSlot {
+    /// The key, as the TLB's (`umbra_mmu::tlb::entry_layout::KEY`); `u64::MAX` for none.
+    pub key: u64,
+    /// The TLB entry's addend.
+    pub addend: u64,
+}
+
+impl Default for AccessSlot {
+    fn default() -> Self {
+        // The key of the last page under the tag no entry is filled under: never looked up.
+        AccessSlot {
+            key: u64::MAX,
+            addend: 0,
+        }
+    }
+}
+
+/// The slots of every memory access in generated code.
+#[repr(C)]
+#[derive(Debug)]
+pub struct AccessSlots(pub [AccessSlot; ACCESS_SLOTS]);
+
+impl Default for AccessSlots {
+    fn default() -> Self {
+        AccessSlots([AccessSlot::default(); ACCESS_SLOTS])
+    }
+}
+
+impl AccessSlots {
+    /// Empties every slot.
+    pub fn forget(&mut self) {
+        self.0.fill(AccessSlot::default());
+    }
 }
 
 impl BlockContext {
@@ -183,6 +233,10 @@ pub mod offset {
     pub const JUMP_CACHE: i32 = offset_of!(BlockContext, jump_cache) as i32;
     /// The jump cache's epoch.
     pub const JUMP_EPOCH: i32 = offset_of!(BlockContext, jump_epoch) as i32;
+    /// Access slot `n`'s key; its addend follows.
+    pub const fn access_slot(n: usize) -> i32 {
+        (offset_of!(BlockContext, access_slots) + n * size_of::<AccessSlot>()) as i32
+    }
 }
 
 /// The packing of [`BlockContext::budget`].

@@ -22,7 +22,9 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
-use crate::context::{ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, offset};
+use crate::context::{
+    ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, offset,
+};
 
 /// Host register numbers.
 pub(crate) mod reg {
@@ -76,8 +78,15 @@ pub(crate) struct FlagState {
 /// An inline TLB lookup's way out: the call to the slow path, and what to do when even that
 /// cannot give a host address.
 struct SlowPath {
+    /// The TLB lookup, when the slot misses.
+    lookup: DynamicLabel,
+    /// The call to the slow path, when the TLB does.
     entry: DynamicLabel,
     resume: DynamicLabel,
+    /// The access's slot.
+    slot: usize,
+    /// The TLB's bit for the access.
+    bit: u16,
     /// Access size, and bit 8 set for a write.
     how: u32,
     /// Homes holding guest registers that the helper may clobber: saved around the call.
@@ -132,6 +141,8 @@ pub(crate) struct Runtime {
 /// An assembler for one block, with the translation-time state its pieces share.
 pub(crate) struct Emitter {
     pub ops: VecAssembler<X64Relocation>,
+    /// The host address the code is assembled for.
+    base: usize,
     runtime: Runtime,
     pub flags: FlagState,
     /// Guest registers in their homes.
@@ -145,6 +156,7 @@ impl Emitter {
     pub(crate) fn new(base: usize, runtime: Runtime) -> Emitter {
         Emitter {
             ops: VecAssembler::new(base),
+            base,
             runtime,
             flags: FlagState {
                 in_host: false,
@@ -444,9 +456,9 @@ impl Emitter {
     }
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a
-    /// read or a `write`, through the TLB inline or the slow path; where neither gives one,
-    /// the block leaves at `exit` for the interpreter. The flags must be parked.
-    /// Clobbers R12 and R13.
+    /// read or a `write`, through the access's slot, the TLB inline, or the slow path; where
+    /// none gives one, the block leaves at `exit` for the interpreter. The flags must be
+    /// parked. Clobbers R12 and R13.
     pub(crate) fn translate_address(
         &mut self,
         size: u32,
@@ -456,32 +468,13 @@ impl Emitter {
     ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
         exit.dirty = self.cache.dirty;
+        let lookup = self.ops.new_dynamic_label();
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
-        let index_mask = (TLB_ENTRIES - 1) as i32;
-        let index_bits = TLB_INDEX_BITS as i8;
-        let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
-        debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
-        // R13: the entry, its offset computed straight from the address in as few steps as
-        // can be (the lookup's latency is on the path of every access): the page number and
-        // its folded high bits, each already shifted to entry-size units, their XOR, the
-        // root's spread (in bytes), the mask. The low bits of the shifted page number hold
-        // offset bits, which the mask clears and the spread's zero low bits never carry
-        // from. R12: the key, of the page holding the access's last byte, so that an access
+        // The slot: by where the access's code lies.
+        let slot = ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS;
+        // R12: the TLB key of the page holding the access's last byte, so that an access
         // running into the next page misses.
-        let page_shift = 12 - entry_shift;
-        let fold_shift = page_shift + index_bits;
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov r13, r14
-            ; shr r13, page_shift
-            ; mov r12, r14
-            ; shr r12, fold_shift
-            ; xor r13, r12
-            ; add r13, QWORD [r15 + offset::TLB_SPREAD]
-            ; and r13d, index_mask << entry_shift
-            ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
-        );
         if size == 1 {
             dynasm!(self.ops ; .arch x64 ; mov r12, r14);
         } else {
@@ -491,25 +484,64 @@ impl Emitter {
             ; .arch x64
             ; and r12, !0xfff
             ; or r12, QWORD [r15 + offset::TLB_ROOT]
-            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
-            ; jne =>slow
-            ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
-            ; jz =>slow
-            ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]
+            ; cmp r12, QWORD [r15 + offset::access_slot(slot)]
+            ; jne =>lookup
+            ; add r14, QWORD [r15 + offset::access_slot(slot) + 8]
             ; =>resume
         );
         self.slow_paths.push(SlowPath {
+            lookup,
             entry: slow,
             resume,
+            slot,
+            bit,
             how: size | u32::from(write) << 8,
             saved: self.cache.loaded & HELPER_CLOBBERS,
             exit,
         });
     }
 
+    /// An access's TLB lookup, out of line: the entry for the linear address in R14 and the
+    /// key in R12; on a hit, the slot takes its addend and the access goes on at `resume`
+    /// with its host address, else on to `slow`. Clobbers R13.
+    fn tlb_lookup(&mut self, path: &SlowPath) {
+        let index_mask = (TLB_ENTRIES - 1) as i32;
+        let index_bits = TLB_INDEX_BITS as i8;
+        let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
+        debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
+        // R13: the entry. The page number and its folded high bits, XORed together while
+        // the address still has them ((la ^ la >> INDEX_BITS) >> shift), already shifted to
+        // entry-size units; the root's spread (in bytes); the mask. The low bits of the
+        // shifted page number hold offset bits, which the mask clears and the spread's zero
+        // low bits never carry from.
+        let page_shift = 12 - entry_shift;
+        let slot = offset::access_slot(path.slot);
+        dynasm!(self.ops
+            ; .arch x64
+            ; =>path.lookup
+            ; mov r13, r14
+            ; shr r13, index_bits
+            ; xor r13, r14
+            ; shr r13, page_shift
+            ; add r13, QWORD [r15 + offset::TLB_SPREAD]
+            ; and r13d, index_mask << entry_shift
+            ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
+            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
+            ; jne =>path.entry
+            ; test WORD [r13 + entry_layout::DIRECT as i32], path.bit as i16
+            ; jz =>path.entry
+            ; mov r13, QWORD [r13 + entry_layout::ADDEND as i32]
+            ; mov QWORD [r15 + slot], r12
+            ; mov QWORD [r15 + slot + 8], r13
+            ; add r14, r13
+            ; jmp =>path.resume
+        );
+    }
+
     /// Emits the slow paths of every inline lookup, after the block's last exit.
     pub(crate) fn finish_slow_paths(&mut self) {
         for path in std::mem::take(&mut self.slow_paths) {
+            self.tlb_lookup(&path);
             let failed = self.ops.new_dynamic_label();
             dynasm!(self.ops ; .arch x64 ; =>path.entry);
             // The stack stays 16-byte aligned at the call: an odd count pushes one twice.

@@ -483,8 +483,8 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
 }
 
 /// Brings generated code's view of the vCPU's TLB up to date and returns it: the current
-/// root's tag and spread, and a new jump-cache epoch if TLB entries were dropped since the
-/// last look (a translation a jump-cache entry rests on may have changed). `None` while
+/// root's tag and spread, and, if translations were dropped since the last look, a new
+/// jump-cache epoch and empty access slots (what they rest on may have changed). `None` while
 /// the TLB is off.
 fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let tlb = cpu.inline_tlb()?;
@@ -494,6 +494,7 @@ fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;
         ctx.end_jump_epochs();
+        ctx.access_slots.forget();
     }
     Some(tlb)
 }
