@@ -87,12 +87,23 @@ struct SlowPath {
     slot: usize,
     /// The TLB's bit for the access.
     bit: u16,
+    /// For a string instruction's elements, where their count is.
+    run: Option<StringRun>,
     /// Access size, and bit 8 set for a write.
     how: u32,
     /// Homes holding guest registers that the helper may clobber: saved around the call.
     saved: u16,
     /// Where the interpreter takes over.
     exit: ExitPoint,
+}
+
+/// A string instruction's elements, for the slow path.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StringRun {
+    /// RCX's offset in the context.
+    pub count_at: i32,
+    /// log2 of an element's size.
+    pub shift: i8,
 }
 
 /// The state a block leaves behind at some point: which guest instruction comes next, and how
@@ -134,7 +145,8 @@ pub(crate) struct Runtime {
     /// Where blocks return to the dispatcher, with an [`Exit`] in EAX.
     pub exit: usize,
     /// `extern "sysv64" fn(*mut BlockContext, linear: u64, how: u64) -> u64`: the host
-    /// address for an access the inline lookup missed, or 0.
+    /// address for an access the inline lookup missed, or 0. `how`: the access's size in
+    /// bits 7:0, bit 8 set for a write, and a string instruction's bytes in bits 31:16.
     pub slow_access: usize,
 }
 
@@ -457,13 +469,16 @@ impl Emitter {
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a
     /// read or a `write`, through the access's slot, the TLB inline, or the slow path; where
-    /// none gives one, the block leaves at `exit` for the interpreter. The flags must be
-    /// parked. Clobbers R12 and R13.
+    /// none gives one, the block leaves at `exit` for the interpreter. With `run`, the
+    /// access is a string instruction's elements, all in the page (checked before): the
+    /// slow path is told the whole run's length, since a store there may need the shadow
+    /// entries it overwrites zapped first. The flags must be parked. Clobbers R12 and R13.
     pub(crate) fn translate_address(
         &mut self,
         size: u32,
         write: bool,
         bit: u16,
+        run: Option<StringRun>,
         mut exit: ExitPoint,
     ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
@@ -495,6 +510,7 @@ impl Emitter {
             resume,
             slot,
             bit,
+            run,
             how: size | u32::from(write) << 8,
             saved: self.cache.loaded & HELPER_CLOBBERS,
             exit,
@@ -550,11 +566,20 @@ impl Emitter {
             for &n in saved.iter().chain(saved.first().filter(|_| pad)) {
                 dynasm!(self.ops ; .arch x64 ; push Rq(n));
             }
+            // EDX: how, with a string instruction's bytes in bits 31:16 (at most a page).
+            match path.run {
+                Some(run) => dynasm!(self.ops
+                    ; .arch x64
+                    ; mov rdx, QWORD [r15 + run.count_at]
+                    ; shl rdx, run.shift + 16
+                    ; or edx, path.how as i32
+                ),
+                None => dynasm!(self.ops ; .arch x64 ; mov edx, path.how as i32),
+            }
             dynasm!(self.ops
                 ; .arch x64
                 ; mov rdi, r15
                 ; mov rsi, r14
-                ; mov edx, path.how as i32
                 ; mov rax, QWORD self.runtime.slow_access as i64
                 ; call rax
                 ; mov r14, rax

@@ -456,8 +456,8 @@ impl BlockEngine for Jit {
 }
 
 /// The slow path of the inline TLB lookup, called by generated code: the host address for an
-/// access of `how & 0xff` bytes at `linear` (a write if `how & 0x100`), or 0 when the
-/// interpreter must make it.
+/// access of `how & 0xff` bytes at `linear` (a write if `how & 0x100`; a string
+/// instruction's `how >> 16` bytes if that is not 0), or 0 when the interpreter must make it.
 extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) -> u64 {
     // SAFETY: generated code passes the context it runs in, which the dispatcher owns and
     // does not touch while a block runs.
@@ -466,7 +466,8 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
     // SAFETY: the dispatcher stored the vCPU it runs before entering generated code, and
     // holds no reference into it while the block runs.
     let cpu = unsafe { &mut *(ctx.cpu as *mut Interpreter) };
-    let size = (how & 0xff) as usize;
+    let run = (how >> 16) as usize;
+    let size = if run != 0 { run } else { (how & 0xff) as usize };
     let write = how & 0x100 != 0;
     // A panic must not unwind through generated code: the interpreter then runs the
     // instruction, and meets the same trouble where it can be reported.

@@ -25,7 +25,8 @@ use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use crate::context::{Exit, offset};
 use crate::emitter::{
-    BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
+    BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, StringRun, reg,
+    registers_in,
 };
 
 /// RFLAGS.IF.
@@ -890,6 +891,7 @@ impl BlockTranslator {
             offset::gpr(7),
             offset::gpr(reg::RAX),
         );
+        let run = StringRun { count_at, shift };
         // RDX: the bytes; each operand's offset in its page plus them must stay in it.
         dynasm!(self.emitter.ops
             ; .arch x64
@@ -920,14 +922,14 @@ impl BlockTranslator {
                 ; ja =>interpret
             );
             // The source's host address in RBX, which the slow-path helper keeps.
-            self.translate_address(i, 1, false);
+            self.translate_run_address(i, 1, false, Some(run));
             dynasm!(self.emitter.ops
                 ; .arch x64
                 ; mov rbx, r14
                 ; mov r14, QWORD [r15 + destination_at]
             );
         }
-        self.translate_address(i, 1, true);
+        self.translate_run_address(i, 1, true, Some(run));
         dynasm!(self.emitter.ops
             ; .arch x64
             ; mov rdi, r14
@@ -1075,13 +1077,26 @@ impl BlockTranslator {
 
     /// The inline lookup for the address in R14, leaving before `i` on failure.
     fn translate_address(&mut self, i: &Instruction, size: u32, write: bool) {
+        self.translate_run_address(i, size, write, None);
+    }
+
+    /// The inline lookup for the address in R14, of an access of `size` bytes or, with
+    /// `run`, of a string instruction's elements (see [`Emitter::translate_address`]), leaving
+    /// before `i` on failure.
+    fn translate_run_address(
+        &mut self,
+        i: &Instruction,
+        size: u32,
+        write: bool,
+        run: Option<StringRun>,
+    ) {
         let bit = if write {
             self.start.write_bit
         } else {
             self.start.read_bit
         };
         let exit = self.before(i.ip());
-        self.emitter.translate_address(size, write, bit, exit);
+        self.emitter.translate_address(size, write, bit, run, exit);
         self.accesses += 1;
     }
 

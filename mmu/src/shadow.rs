@@ -633,10 +633,15 @@ impl ShadowMmu {
         self.tracked.lock().contains_key(&gfn)
     }
 
+    /// Whether guest frame `gfn` holds instructions some vCPU has decoded and cached.
+    pub fn holds_code(&self, gfn: Gfn) -> bool {
+        self.code.read().contains(&gfn)
+    }
+
     /// Whether stores to guest frame `gfn` must take the slow path: it holds a shadowed guest
     /// table, or instructions some vCPU has decoded and cached.
     pub fn is_write_protected(&self, gfn: Gfn) -> bool {
-        self.code.read().contains(&gfn) || self.is_tracked(gfn)
+        self.holds_code(gfn) || self.is_tracked(gfn)
     }
 
     /// The generation of cached decodes: see [`ShadowMmu::protect_code`].
@@ -713,7 +718,10 @@ impl ShadowMmu {
             }
             // SAFETY: a page of a live tree, under its lock.
             let shadow = unsafe { Self::page(page) };
-            let writes = shadow.writes_unused.fetch_add(1, Ordering::Relaxed) + 1;
+            // A store over several entries (a string instruction's run) counts as one store
+            // per entry, as when they are made one at a time.
+            let entries = (last - first + 1) as u32;
+            let writes = shadow.writes_unused.fetch_add(entries, Ordering::Relaxed) + entries;
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
                 self.unlink_and_free(root, &mut state, page, &guard);

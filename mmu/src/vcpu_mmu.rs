@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::addr::{Gfn, Gpa, Gva, PAGE_SHIFT};
+use crate::addr::{Gfn, Gpa, Gva, PAGE_OFFSET_MASK, PAGE_SHIFT};
 use crate::counters::{VcpuCounters, bump};
 use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
 use crate::paging::{PTE_DIRTY, PagingMode};
@@ -537,8 +537,15 @@ impl VcpuMmu {
     /// The host address of guest frame `gfn` (0 if it is not RAM), and whether stores may go
     /// there directly: not for read-only slots, clean pages of slots logging dirty pages (the
     /// first store must be logged: this is dirty logging's write protection), or frames
-    /// holding shadowed guest tables (a store must zap shadow entries).
+    /// holding shadowed guest tables (a store must zap shadow entries) or cached code.
     fn host_page(&mut self, gfn: Gfn) -> (usize, bool) {
+        let (host, writable) = self.slot_page(gfn);
+        (host, writable && !self.shadow.is_write_protected(gfn))
+    }
+
+    /// The host address of guest frame `gfn` (0 if it is not RAM), and whether its slot lets
+    /// stores go there directly (see [`VcpuMmu::host_page`]); pins the slot.
+    fn slot_page(&mut self, gfn: Gfn) -> (usize, bool) {
         let Some(slot) = self.memslots.find_by_gfn_cached(&mut self.slot_cache, gfn) else {
             return (0, false);
         };
@@ -550,7 +557,35 @@ impl VcpuMmu {
             let slot = slot.clone();
             self.pins.push(slot);
         }
-        (host, writable && !self.shadow.is_write_protected(gfn))
+        (host, writable)
+    }
+
+    /// A store of `len` bytes at `gva` (within a page), to be made by the caller at the host
+    /// address returned: what [`VcpuMmu::translate`] gives, or, where that sends the store to
+    /// the slow path only because its frame holds shadowed guest tables, the frame's host
+    /// address once the shadow entries mirroring the guest entries the store overwrites are
+    /// zapped (as the slow path zaps them after its store) and the TLB follows. `None` when the
+    /// store must take the slow path (a fault, device memory, a read-only slot, a clean page
+    /// of a slot logging dirty pages, cached code).
+    ///
+    /// The zap comes before the store, not after: nothing may walk the guest's tables between
+    /// the two, which holds while the emulator runs one vCPU and the caller stores at once.
+    pub fn prepare_store(&mut self, gva: Gva, len: usize, access: Access) -> Option<usize> {
+        let mapping = self.translate(gva, access).ok()?;
+        if mapping.host.is_some() {
+            return mapping.host;
+        }
+        let gfn = mapping.gpa.gfn();
+        if !self.caching || !self.shadow.is_tracked(gfn) || self.shadow.holds_code(gfn) {
+            return None;
+        }
+        let (host, writable) = self.slot_page(gfn);
+        if host == 0 || !writable {
+            return None;
+        }
+        self.shadow.guest_wrote(mapping.gpa, len);
+        self.after_slow_write(&mapping);
+        Some(host + (gva.0 & PAGE_OFFSET_MASK) as usize)
     }
 
     /// Reads guest memory at a host address that [`VcpuMmu::translate`] gave.

@@ -140,9 +140,11 @@ impl Interpreter {
 
     /// The host address for a data access of `len` bytes at linear address `linear`, when it
     /// may go straight to host memory: canonical, within one page, translated without a
-    /// fault, and RAM that a store may reach directly. `None` otherwise, with nothing
-    /// changed: the interpreter then runs the instruction and takes the fault or the slow
-    /// path itself.
+    /// fault, and RAM that a store may reach directly, or, for a store, a frame of shadowed
+    /// guest tables, whose shadow entries the store makes stale are zapped now (see
+    /// [`umbra_mmu::vcpu_mmu::VcpuMmu::prepare_store`]: the caller must store at once).
+    /// `None` otherwise, with nothing changed: the interpreter then runs the instruction and
+    /// takes the fault or the slow path itself.
     pub fn translate_direct(&mut self, linear: u64, len: usize, write: bool) -> Option<usize> {
         if !self.canonical(linear) || (linear & 0xfff) as usize + len > 0x1000 {
             return None;
@@ -155,7 +157,11 @@ impl Interpreter {
         let access = self.access(kind);
         // The interpreter's own attempt after a `None` walks again: the same fault, and the
         // same accessed bits set (setting them twice is setting them once).
-        self.mmu.translate(Gva(linear), access).ok()?.host
+        if write {
+            self.mmu.prepare_store(Gva(linear), len, access)
+        } else {
+            self.mmu.translate(Gva(linear), access).ok()?.host
+        }
     }
 
     /// The XMM registers, XMM0 first, 16 bytes each, for generated code that runs SSE
