@@ -17,6 +17,7 @@
 
 pub mod addr;
 pub mod counters;
+mod frame_set;
 pub mod memslot;
 pub mod paging;
 pub mod role;

@@ -50,6 +50,7 @@ use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
 use parking_lot::{Mutex, RwLock};
 
 use crate::addr::{Gfn, Gpa, Gva};
+use crate::frame_set::FrameSet;
 use crate::paging::level_shift;
 use crate::role::PageRole;
 use crate::walker::{PteAccess, Translation};
@@ -293,8 +294,12 @@ pub struct ShadowMmu {
     /// Guest frames holding shadowed guest tables, with the (root, page) pairs shadowing each;
     /// ordered, so that a large page can ask whether any frame inside it is tracked.
     tracked: Mutex<BTreeMap<Gfn, Vec<Shadowing>>>,
+    /// `tracked`'s frames, for tests without its lock.
+    tracked_frames: FrameSet,
     /// Guest frames whose instructions a vCPU has decoded and cached.
     code: RwLock<HashSet<Gfn>>,
+    /// `code`'s frames, for tests without its lock.
+    code_frames: FrameSet,
     next_root_id: AtomicU32,
     /// Bumped whenever a TLB entry somewhere may have become stale.
     flush_generation: AtomicU64,
@@ -446,6 +451,7 @@ impl ShadowMmu {
             }
             Entry::Vacant(e) => {
                 e.insert(vec![(root, page, role)]);
+                self.tracked_frames.set(gfn, true);
                 true
             }
         };
@@ -630,12 +636,16 @@ impl ShadowMmu {
 
     /// Whether guest frame `gfn` holds a shadowed guest table.
     pub fn is_tracked(&self, gfn: Gfn) -> bool {
-        self.tracked.lock().contains_key(&gfn)
+        self.tracked_frames
+            .contains(gfn)
+            .unwrap_or_else(|| self.tracked.lock().contains_key(&gfn))
     }
 
     /// Whether guest frame `gfn` holds instructions some vCPU has decoded and cached.
     pub fn holds_code(&self, gfn: Gfn) -> bool {
-        self.code.read().contains(&gfn)
+        self.code_frames
+            .contains(gfn)
+            .unwrap_or_else(|| self.code.read().contains(&gfn))
     }
 
     /// Whether stores to guest frame `gfn` must take the slow path: it holds a shadowed guest
@@ -655,7 +665,7 @@ impl ShadowMmu {
     /// first one bumps the code generation, making every cached decode stale (v86's
     /// "has code" flag).
     pub fn protect_code(&self, gfn: Gfn) {
-        if !self.code.read().contains(&gfn) && self.code.write().insert(gfn) {
+        if !self.holds_code(gfn) && self.insert_code(gfn) {
             self.request_flush();
         }
     }
@@ -664,7 +674,7 @@ impl ShadowMmu {
     /// they are stale everywhere, and the frame is no longer protected until code from it is
     /// cached again (so a frame mixing code and data does not keep every store slow).
     pub fn code_written(&self, gfn: Gfn) {
-        if self.code.read().contains(&gfn) && self.code.write().remove(&gfn) {
+        if self.holds_code(gfn) && self.remove_code(gfn) {
             let mut log = self.code_writes.lock();
             let generation = self.code_generation.fetch_add(1, Ordering::AcqRel) + 1;
             if log.len() == CODE_WRITE_LOG {
@@ -672,6 +682,25 @@ impl ShadowMmu {
             }
             log.push_back((generation, gfn));
         }
+    }
+
+    /// Adds `gfn` to the code frames; whether it was not one.
+    fn insert_code(&self, gfn: Gfn) -> bool {
+        let mut code = self.code.write();
+        let inserted = code.insert(gfn);
+        // Under the lock, so that the bits follow the set's changes in order.
+        self.code_frames.set(gfn, true);
+        inserted
+    }
+
+    /// Drops `gfn` from the code frames; whether it was one.
+    fn remove_code(&self, gfn: Gfn) -> bool {
+        let mut code = self.code.write();
+        let removed = code.remove(&gfn);
+        if removed {
+            self.code_frames.set(gfn, false);
+        }
+        removed
     }
 
     /// The frames whose cached code went stale after code generation `since`, up to
@@ -801,6 +830,7 @@ impl ShadowMmu {
                 e.get_mut().retain(|&(r, p, _)| (r, p) != (root, page));
                 if e.get().is_empty() {
                     e.remove();
+                    self.tracked_frames.set(gfn, false);
                 }
             }
         }
