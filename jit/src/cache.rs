@@ -55,8 +55,6 @@ pub(crate) struct CodeCache {
     pages: FxHashMap<u64, Vec<BlockKey>>,
     /// How often each untranslated key was looked up.
     heat: FxHashMap<BlockKey, u32>,
-    /// The instructions blocks leave to the interpreter, by RIP.
-    exits: FxHashMap<u64, Mnemonic>,
     /// Bumped at every flush: patch sites from before one are gone.
     epoch: u64,
 }
@@ -70,7 +68,6 @@ impl CodeCache {
             blocks: FxHashMap::default(),
             pages: FxHashMap::default(),
             heat: FxHashMap::default(),
-            exits: FxHashMap::default(),
             epoch: 0,
         }
     }
@@ -99,16 +96,13 @@ impl CodeCache {
 
     /// Stores the block at `key`, its host code `code` assembled for
     /// [`CodeCache::next_address`], translated from `guest_bytes` of guest code holding
-    /// `instructions` it runs, leaving
-    /// `interpreted` instructions (RIP, mnemonic) to the interpreter; its address, or `None`
-    /// when the buffer is full.
+    /// `instructions` it runs; its address, or `None` when the buffer is full.
     pub(crate) fn insert_code(
         &mut self,
         key: BlockKey,
         code: &[u8],
         guest_bytes: u32,
         instructions: u32,
-        interpreted: &[(u64, Mnemonic)],
     ) -> Option<usize> {
         let address = self.buffer.append(code)?;
         self.insert(
@@ -119,7 +113,6 @@ impl CodeCache {
                 instructions,
             },
         );
-        self.exits.extend(interpreted.iter().copied());
         Some(address)
     }
 
@@ -132,11 +125,6 @@ impl CodeCache {
         self.heat.remove(&key);
         self.blocks.insert(key, block);
         self.pages.entry(key.gpa >> 12).or_default().push(key);
-    }
-
-    /// The instruction a block leaves to the interpreter at `rip`, if one does.
-    pub(crate) fn exit_at(&self, rip: u64) -> Option<Mnemonic> {
-        self.exits.get(&rip).copied()
     }
 
     /// Drops every block on guest frame `gfn`; how many there were.
@@ -154,7 +142,6 @@ impl CodeCache {
         self.blocks.clear();
         self.pages.clear();
         self.heat.clear();
-        self.exits.clear();
         self.buffer.truncate(self.permanent);
         self.epoch += 1;
         count

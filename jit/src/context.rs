@@ -66,6 +66,10 @@ pub struct BlockContext {
     pub jump_generation: u64,
     /// The last epoch handed out: epochs are never reused.
     pub last_jump_epoch: u64,
+    /// On an [`Exit::Interpret`]: the number of the mnemonic of the instruction the block
+    /// does not translate, plus one; 0 when something else sends the interpreter (an access
+    /// the slow path could not make, a check that failed).
+    pub exit_mnemonic: u64,
     /// What memory accesses in generated code last translated.
     pub access_slots: AccessSlots,
 }
@@ -233,6 +237,8 @@ pub mod offset {
     pub const JUMP_CACHE: i32 = offset_of!(BlockContext, jump_cache) as i32;
     /// The jump cache's epoch.
     pub const JUMP_EPOCH: i32 = offset_of!(BlockContext, jump_epoch) as i32;
+    /// The exit's mnemonic.
+    pub const EXIT_MNEMONIC: i32 = offset_of!(BlockContext, exit_mnemonic) as i32;
     /// Access slot `n`'s key; its addend follows.
     pub const fn access_slot(n: usize) -> i32 {
         (offset_of!(BlockContext, access_slots) + n * size_of::<AccessSlot>()) as i32

@@ -1,7 +1,8 @@
 //! What the JIT counts, for the TUI, gdb's `monitor stats` and benchmarks.
 
+use std::sync::OnceLock;
+
 use iced_x86::Mnemonic;
-use rustc_hash::FxHashMap;
 
 /// One vCPU's JIT counters.
 #[derive(Clone, Debug, Default)]
@@ -31,16 +32,41 @@ pub struct JitCounters {
     pub slow_exits: u64,
     /// Accesses the inline TLB lookup sent to the slow path.
     pub slow_accesses: u64,
-    /// Instructions left to the interpreter, by mnemonic.
-    pub fallbacks: FxHashMap<Mnemonic, u64>,
+    /// Instructions left to the interpreter, by mnemonic number (grown as needed).
+    pub fallbacks: Vec<u64>,
     /// Instructions left to the interpreter that cross a page or do not decode.
     pub fallbacks_other: u64,
 }
 
 impl JitCounters {
-    /// The counters by name, fallbacks by mnemonic excepted.
+    /// Counts an instruction left to the interpreter: `None` when it crosses a page or does
+    /// not decode.
+    pub fn count_fallback(&mut self, mnemonic: Option<Mnemonic>) {
+        match mnemonic {
+            Some(mnemonic) => self.count_fallback_number(mnemonic as usize),
+            None => self.fallbacks_other += 1,
+        }
+    }
+
+    /// Counts an instruction left to the interpreter, by its mnemonic's number.
+    pub fn count_fallback_number(&mut self, n: usize) {
+        if self.fallbacks.len() <= n {
+            self.fallbacks.resize(n + 1, 0);
+        }
+        self.fallbacks[n] += 1;
+    }
+
+    /// The counters by name, then the fallbacks by mnemonic, the most frequent first.
     pub fn list(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut fallbacks: Vec<_> = self
+            .fallbacks
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(n, &count)| (fallback_names()[n], count))
+            .collect();
+        fallbacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut list = vec![
             ("jit_blocks_translated", self.blocks_translated),
             ("jit_host_bytes", self.host_bytes),
             ("jit_guest_instructions_translated", self.guest_instructions),
@@ -54,6 +80,21 @@ impl JitCounters {
             ("jit_slow_exits", self.slow_exits),
             ("jit_slow_accesses", self.slow_accesses),
             ("jit_fallbacks_other", self.fallbacks_other),
-        ]
+        ];
+        list.extend(fallbacks);
+        list
     }
+}
+
+/// The fallback counters' names, by mnemonic number: made once.
+fn fallback_names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        Mnemonic::values()
+            .map(|m| {
+                let name: &'static str = format!("jit_fallback_{m:?}").to_lowercase().leak();
+                name
+            })
+            .collect()
+    })
 }

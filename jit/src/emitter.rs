@@ -20,6 +20,7 @@
 
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
+use iced_x86::Mnemonic;
 use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{
@@ -356,6 +357,15 @@ impl Emitter {
         self.leave(exit);
     }
 
+    /// Leaves the block at `at` for the interpreter, which runs `instruction` there because
+    /// the block does not translate it, or (`None`) because a check or an access failed. The
+    /// flags must be spilled.
+    pub(crate) fn exit_to_interpreter(&mut self, at: ExitPoint, instruction: Option<Mnemonic>) {
+        let tag = instruction.map_or(0, |m| m as i32 + 1);
+        dynasm!(self.ops ; .arch x64 ; mov QWORD [r15 + offset::EXIT_MNEMONIC], tag);
+        self.exit(Exit::Interpret, at);
+    }
+
     /// Returns to the dispatcher with `exit`; a [`Exit::Jump`] first looks the block at RIP up
     /// in the jump cache, and goes straight to it on a hit.
     fn leave(&mut self, exit: Exit) {
@@ -598,7 +608,7 @@ impl Emitter {
                 in_host: false,
                 stale: false,
             };
-            self.exit(Exit::Interpret, path.exit);
+            self.exit_to_interpreter(path.exit, None);
         }
     }
 
@@ -611,7 +621,7 @@ impl Emitter {
             ; test r14d, (alignment - 1) as i32
             ; jz =>ok
         );
-        self.exit(Exit::Interpret, exit);
+        self.exit_to_interpreter(exit, None);
         dynasm!(self.ops ; .arch x64 ; =>ok);
     }
 
@@ -628,7 +638,7 @@ impl Emitter {
             ; cmp rcx, rax
             ; je =>ok
         );
-        self.exit(Exit::Interpret, exit);
+        self.exit_to_interpreter(exit, None);
         dynasm!(self.ops ; .arch x64 ; =>ok);
     }
 }

@@ -56,8 +56,6 @@ pub struct Jit {
     /// The shadow MMU's code generation this cache is up to date with.
     code_generation: u64,
     counters: JitCounters,
-    /// The names fallback counters are published under.
-    fallback_names: FxHashMap<iced_x86::Mnemonic, &'static str>,
     /// The jump cache ([`JumpEntry`]), which the context points at.
     jump_cache: Box<[JumpEntry]>,
     /// What the jump cache's epoch was started for: the root and the privilege context.
@@ -97,7 +95,6 @@ impl Jit {
             threshold,
             code_generation: 0,
             counters: JitCounters::default(),
-            fallback_names: FxHashMap::default(),
             jump_cache,
             jump_key: None,
             jump_epochs: FxHashMap::default(),
@@ -188,7 +185,7 @@ impl Jit {
                 return Ok((entry, guest_bytes, instructions));
             }
             Some(Block::Interpret(mnemonic)) => {
-                self.count_fallback(mnemonic);
+                self.counters.count_fallback(mnemonic);
                 return Err(Stop::Interpret);
             }
             None => {}
@@ -217,7 +214,7 @@ impl Jit {
             match translate(bytes, start, self.cache.next_address(), self.runtime) {
                 Translation::Untranslated(mnemonic) => {
                     self.cache.insert_interpreted(key, mnemonic);
-                    self.count_fallback(mnemonic);
+                    self.counters.count_fallback(mnemonic);
                     return Err(Stop::Interpret);
                 }
                 Translation::Block(block) => {
@@ -226,7 +223,6 @@ impl Jit {
                         &block.code,
                         block.guest_bytes,
                         block.instructions,
-                        &block.interpreted,
                     ) {
                         self.counters.blocks_translated += 1;
                         self.counters.host_bytes += block.code.len() as u64;
@@ -248,6 +244,19 @@ impl Jit {
         Err(Stop::Interpret)
     }
 
+    /// Brings generated code's view of the TLB up to date ([`follow_tlb`]) and switches to
+    /// the jump context it and `context` make; `false` while the TLB is off.
+    fn follow_jump_context(&mut self, cpu: &Interpreter, context: CpuContext) -> bool {
+        let Some(tlb) = follow_tlb(&mut self.context, cpu) else {
+            return false;
+        };
+        let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
+        if self.jump_key != Some(jump_key) {
+            self.switch_jump_key(jump_key);
+        }
+        true
+    }
+
     /// Makes `key` the jump context: the jump cache's entries filled under it before are
     /// valid again if no epoch has ended since, and those of the context left are kept.
     fn switch_jump_key(&mut self, key: JumpKey) {
@@ -260,23 +269,6 @@ impl Jit {
         if let Some(old) = self.jump_key.replace(key) {
             self.jump_epochs.insert(old, left);
         }
-    }
-
-    /// Counts an instruction left to the interpreter.
-    fn count_fallback(&mut self, mnemonic: Option<iced_x86::Mnemonic>) {
-        let Some(mnemonic) = mnemonic else {
-            self.counters.fallbacks_other += 1;
-            return;
-        };
-        *self.counters.fallbacks.entry(mnemonic).or_insert(0) += 1;
-        self.fallback_names.entry(mnemonic).or_insert_with(|| {
-            // One name per mnemonic, made once: a bounded set.
-            Box::leak(
-                format!("jit_fallback_{mnemonic:?}")
-                    .to_lowercase()
-                    .into_boxed_str(),
-            )
-        });
     }
 
     /// Runs blocks from the vCPU's RIP while they chain and jump to each other. With
@@ -312,35 +304,50 @@ impl Jit {
             cpu.begin_block();
             self.catch_up(cpu);
             let rip = self.context.rip;
-            let Some(page) = cpu.code_page(rip) else {
-                break Stop::Interpret;
+            // Without breakpoints, the jump cache first, as generated code looks (after an
+            // exit to the interpreter, the next block is mostly there).
+            let cached = if breakpoints.is_empty() {
+                if !self.follow_jump_context(cpu, context) {
+                    break Stop::Interpret;
+                }
+                let cached = self.jump_cache[context::jump_index(rip)];
+                (cached.rip == rip && cached.epoch == self.context.jump_epoch)
+                    .then_some(cached.entry as usize)
+            } else {
+                None
             };
-            let key = BlockKey {
-                rip,
-                gpa: page.gpa,
-                read_bit: context.read_bit,
-                sse: context.sse,
-                float: context.float,
+            // The block's length and instructions matter only with breakpoints.
+            let (entry, guest_bytes, instructions) = if let Some(entry) = cached {
+                self.counters.cache_hits += 1;
+                (entry, 0, 0)
+            } else {
+                let Some(page) = cpu.code_page(rip) else {
+                    break Stop::Interpret;
+                };
+                let key = BlockKey {
+                    rip,
+                    gpa: page.gpa,
+                    read_bit: context.read_bit,
+                    sse: context.sse,
+                    float: context.float,
+                };
+                let block = match self.block(cpu, key, page, context) {
+                    Ok(block) => block,
+                    // `block` counted the instruction left to the interpreter.
+                    Err(stop) => break stop,
+                };
+                // The TLB may have been flushed since the last look (translating flushes it,
+                // to protect the code's frame), giving the root a new tag: generated code must
+                // look under it, and the jump cache's epoch must end.
+                if !self.follow_jump_context(cpu, context) {
+                    break Stop::Interpret;
+                }
+                if breakpoints.is_empty() {
+                    self.jump_cache[context::jump_index(rip)] =
+                        JumpEntry::new(rip, self.context.jump_epoch, block.0 as u64);
+                }
+                block
             };
-            let (entry, guest_bytes, instructions) = match self.block(cpu, key, page, context) {
-                Ok(block) => block,
-                // `block` counted the instruction left to the interpreter.
-                Err(stop) => break stop,
-            };
-            // The TLB may have been flushed since the last look (translating flushes it, to
-            // protect the code's frame), giving the root a new tag: generated code must look
-            // under it, and the jump cache's epoch must end.
-            let Some(tlb) = follow_tlb(&mut self.context, cpu) else {
-                break Stop::Interpret;
-            };
-            let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
-            if self.jump_key != Some(jump_key) {
-                self.switch_jump_key(jump_key);
-            }
-            if breakpoints.is_empty() {
-                self.jump_cache[context::jump_index(rip)] =
-                    JumpEntry::new(rip, self.context.jump_epoch, entry as u64);
-            }
             if let Some((site, epoch)) = patch.take()
                 && epoch == self.cache.epoch()
             {
@@ -381,10 +388,9 @@ impl Jit {
                 Exit::Jump => {}
                 Exit::Chain => patch = Some((self.context.patch_site as usize, self.cache.epoch())),
                 Exit::Interpret => {
-                    if let Some(mnemonic) = self.cache.exit_at(self.context.rip) {
-                        self.count_fallback(Some(mnemonic));
-                    } else {
-                        self.counters.slow_exits += 1;
+                    match self.context.exit_mnemonic {
+                        0 => self.counters.slow_exits += 1,
+                        tag => self.counters.count_fallback_number(tag as usize - 1),
                     }
                     break Stop::Interpret;
                 }
@@ -443,14 +449,6 @@ impl BlockEngine for Jit {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut list = self.counters.list();
         list.push(("jit_code_bytes", self.cache.code_bytes() as u64));
-        let mut fallbacks: Vec<_> = self
-            .counters
-            .fallbacks
-            .iter()
-            .filter_map(|(m, &n)| Some((*self.fallback_names.get(m)?, n)))
-            .collect();
-        fallbacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        list.extend(fallbacks);
         list
     }
 }

@@ -73,8 +73,6 @@ pub(crate) struct BlockCode {
     pub instructions: u32,
     /// Bytes of guest code it covers, the instruction it leaves to the interpreter included.
     pub guest_bytes: u32,
-    /// The instructions it leaves to the interpreter: RIP and mnemonic.
-    pub interpreted: Vec<(u64, Mnemonic)>,
 }
 
 /// What translating gave.
@@ -159,7 +157,6 @@ pub(crate) fn translate(
         length: (instructions.len() - usize::from(ends_in_interpreter)) as u32,
         index: 0,
         accesses: 0,
-        interpreted: Vec::new(),
         self_loop: None,
         decoded: instructions.len() as u32,
         side_exits: Vec::new(),
@@ -197,7 +194,6 @@ pub(crate) fn translate(
             guest_bytes: instructions
                 .last()
                 .map_or(0, |(last, _)| (last.next_ip() - start.rip) as u32),
-            interpreted: block.interpreted,
         }),
         None => Translation::Untranslated(Some(first.mnemonic())),
     }
@@ -672,8 +668,6 @@ struct BlockTranslator {
     index: u32,
     /// Inline memory accesses before it.
     accesses: u32,
-    /// The instructions the block leaves to the interpreter.
-    interpreted: Vec<(u64, Mnemonic)>,
     /// Set when the block loops to itself.
     self_loop: Option<SelfLoop>,
     /// The instructions decoded (the one left to the interpreter at the end included).
@@ -965,15 +959,15 @@ impl BlockTranslator {
             ; jmp =>done
             ; =>interpret
         );
-        self.emitter.exit(Exit::Interpret, at);
+        self.emitter.exit_to_interpreter(at, None);
         dynasm!(self.emitter.ops ; .arch x64 ; =>done);
     }
 
     /// Leaves the block for the interpreter to run `i`.
     fn leave_to_interpreter(&mut self, i: &Instruction) {
         self.emitter.spill_flags();
-        self.emitter.exit(Exit::Interpret, self.before(i.ip()));
-        self.interpreted.push((i.ip(), i.mnemonic()));
+        let at = self.before(i.ip());
+        self.emitter.exit_to_interpreter(at, Some(i.mnemonic()));
     }
 
     /// Leaves the block for the address in RBX (an indirect jump's target).
@@ -1242,7 +1236,7 @@ impl BlockTranslator {
         }
         dynasm!(self.emitter.ops ; .arch x64 ; =>fail);
         let at = self.before(i.ip());
-        self.emitter.exit(Exit::Interpret, at);
+        self.emitter.exit_to_interpreter(at, None);
         dynasm!(self.emitter.ops ; .arch x64 ; =>ok);
     }
 
