@@ -245,14 +245,15 @@ pub fn tlb_report(snapshot: &MmuSnapshot) -> String {
     format!(
         "TLB: {} of {TLB_ENTRIES} entries in use\n\
          hits {}, misses {} (shadow tree answered {}, guest walks {}), fills {}, \
-         flushes {}",
+         flushes {} whole, {} of some frames",
         snapshot.tlb_used,
         c.tlb_hits,
         c.tlb_misses,
         c.shadow_hits,
         c.walks,
         c.tlb_fills,
-        c.tlb_flushes
+        c.tlb_flushes,
+        c.tlb_frame_flushes
     )
 }
 

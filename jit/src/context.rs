@@ -60,8 +60,11 @@ pub struct BlockContext {
     /// (the root, the privilege context, the SSE settings) has its own, so that entries
     /// survive a switch away and back ([`BlockContext::switch_jump_epoch`]).
     pub jump_epoch: u64,
-    /// The vCPU's TLB invalidations when the epoch was last checked against them.
+    /// The vCPU's TLB invalidations when the access slots were last checked against them.
     pub tlb_invalidations: u64,
+    /// The vCPU's TLB invalidations of code pages when the epoch was last checked against
+    /// them.
+    pub tlb_code_invalidations: u64,
     /// Bumped whenever every epoch ends ([`BlockContext::end_jump_epochs`]).
     pub jump_generation: u64,
     /// The last epoch handed out: epochs are never reused.

@@ -482,8 +482,9 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
 }
 
 /// Brings generated code's view of the vCPU's TLB up to date and returns it: the current
-/// root's tag and spread, and, if translations were dropped since the last look, a new
-/// jump-cache epoch and empty access slots (what they rest on may have changed). `None` while
+/// root's tag and spread; empty access slots if translations were dropped since the last
+/// look, and a new jump-cache epoch if translations of code pages were (what they rest on
+/// may have changed). `None` while
 /// the TLB is off.
 fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let tlb = cpu.inline_tlb()?;
@@ -492,8 +493,12 @@ fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let invalidations = cpu.tlb_invalidations();
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;
-        ctx.end_jump_epochs();
         ctx.access_slots.forget();
+    }
+    let code_invalidations = cpu.tlb_code_invalidations();
+    if code_invalidations != ctx.tlb_code_invalidations {
+        ctx.tlb_code_invalidations = code_invalidations;
+        ctx.end_jump_epochs();
     }
     Some(tlb)
 }

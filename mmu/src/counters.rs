@@ -55,6 +55,8 @@ counters! {
     tlb_fills,
     /// Whole-TLB flushes.
     tlb_flushes,
+    /// TLB flushes of the entries for some guest frames only.
+    tlb_frame_flushes,
     /// TLB misses the shadow tree answered.
     shadow_hits,
     /// Guest page walks.

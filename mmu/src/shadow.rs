@@ -282,6 +282,19 @@ pub struct ShadowStats {
     pub roots: u64,
 }
 
+/// How many flushes [`ShadowMmu::flushed_frames_between`] remembers.
+const FLUSH_LOG: usize = 64;
+
+/// What a TLB flush the shadow MMU asks for must drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlushScope {
+    /// Every translation.
+    All,
+    /// The translations to the guest frames in these runs (first frame, count): a shadow
+    /// leaf for them went, or stores to them must now take the slow path.
+    Frames(Vec<(Gfn, u64)>),
+}
+
 /// How many stores to code frames [`ShadowMmu::code_written_between`] remembers.
 const CODE_WRITE_LOG: usize = 256;
 
@@ -303,6 +316,9 @@ pub struct ShadowMmu {
     next_root_id: AtomicU32,
     /// Bumped whenever a TLB entry somewhere may have become stale.
     flush_generation: AtomicU64,
+    /// The most recent [`FLUSH_LOG`] flushes asked for, each with the generation it made and
+    /// what it drops.
+    flush_log: Mutex<std::collections::VecDeque<(u64, FlushScope)>>,
     /// Bumped whenever a store reached a frame with cached decodes.
     code_generation: AtomicU64,
     /// The frames those stores reached, the most recent [`CODE_WRITE_LOG`], each with the
@@ -334,7 +350,46 @@ impl ShadowMmu {
 
     /// Makes every vCPU drop its TLB at its next instruction boundary.
     pub fn request_flush(&self) {
-        self.flush_generation.fetch_add(1, Ordering::AcqRel);
+        self.request_scoped_flush(FlushScope::All);
+    }
+
+    /// Makes every vCPU drop what `scope` names from its TLB at its next instruction
+    /// boundary.
+    fn request_scoped_flush(&self, scope: FlushScope) {
+        let mut log = self.flush_log.lock();
+        // Under the log's lock: a vCPU that sees the generation finds its entry.
+        let generation = self.flush_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if log.len() == FLUSH_LOG {
+            log.pop_front();
+        }
+        log.push_back((generation, scope));
+    }
+
+    /// Makes every vCPU drop its translations to guest frame `gfn`.
+    fn request_frame_flush(&self, gfn: Gfn) {
+        self.request_scoped_flush(FlushScope::Frames(vec![(gfn, 1)]));
+    }
+
+    /// The frames whose translations the flushes after generation `since`, up to `until`,
+    /// drop; `None` when one of them drops every translation, or when the log no longer
+    /// reaches that far back.
+    pub fn flushed_frames_between(&self, since: u64, until: u64) -> Option<Vec<(Gfn, u64)>> {
+        let log = self.flush_log.lock();
+        let oldest = log.front().map_or(until, |&(generation, _)| generation - 1);
+        if since < oldest {
+            return None;
+        }
+        let mut frames = Vec::new();
+        for (_, scope) in log
+            .iter()
+            .filter(|&&(generation, _)| generation > since && generation <= until)
+        {
+            match scope {
+                FlushScope::All => return None,
+                FlushScope::Frames(runs) => frames.extend_from_slice(runs),
+            }
+        }
+        Some(frames)
     }
 
     /// Registers a vCPU's counters, to be summed by [`ShadowMmu::vcpu_totals`].
@@ -457,7 +512,7 @@ impl ShadowMmu {
         };
         // A TLB may still hold a writable entry for the frame that just became tracked.
         if newly {
-            self.request_flush();
+            self.request_frame_flush(gfn);
         }
     }
 
@@ -666,7 +721,7 @@ impl ShadowMmu {
     /// "has code" flag).
     pub fn protect_code(&self, gfn: Gfn) {
         if !self.holds_code(gfn) && self.insert_code(gfn) {
-            self.request_flush();
+            self.request_frame_flush(gfn);
         }
     }
 
@@ -734,8 +789,9 @@ impl ShadowMmu {
         let first = gpa.page_offset() / 8;
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
         // Only a present entry zapped can have translations in a TLB (a store that fills a
-        // guest entry the shadow never mirrored, the common case, needs no flush).
-        let mut flush = false;
+        // guest entry the shadow never mirrored, the common case, needs no flush): a leaf's
+        // are those to its frames; a table's, anything.
+        let mut flush: Option<FlushScope> = None;
         for (root, page, role) in pages {
             let Some(tree) = roots.get(&root) else {
                 continue;
@@ -753,16 +809,45 @@ impl ShadowMmu {
             let writes = shadow.writes_unused.fetch_add(entries, Ordering::Relaxed) + entries;
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
+                // A last-level page's translations are those to its leaves' frames.
+                let scope = if shadow.role.level() == 1 {
+                    let leaves = (0..ENTRIES)
+                        .map(|slot| shadow.get(slot))
+                        .filter(|spte| spte.is_present())
+                        .map(|spte| (spte.gfn(), 1));
+                    FlushScope::Frames(leaves.collect())
+                } else {
+                    FlushScope::All
+                };
                 self.unlink_and_free(root, &mut state, page, &guard);
-                flush = true;
+                flush = Some(match (flush, scope) {
+                    (Some(FlushScope::Frames(mut runs)), FlushScope::Frames(more)) => {
+                        runs.extend(more);
+                        FlushScope::Frames(runs)
+                    }
+                    (None, scope) => scope,
+                    _ => FlushScope::All,
+                });
                 continue;
             }
             for slot in first..=last {
-                flush |= self.zap_entry(root, &mut state, page, slot as usize, &guard);
+                let spte = shadow.get(slot as usize);
+                if !self.zap_entry(root, &mut state, page, slot as usize, &guard) {
+                    continue;
+                }
+                let scope = flush.get_or_insert(FlushScope::Frames(Vec::new()));
+                if let FlushScope::Frames(runs) = scope {
+                    if spte.is_leaf() {
+                        let frames = frames_at(shadow.role.level());
+                        runs.push((Gfn(spte.gfn().0 & !(frames - 1)), frames));
+                    } else {
+                        *scope = FlushScope::All;
+                    }
+                }
             }
         }
-        if flush {
-            self.request_flush();
+        if let Some(scope) = flush {
+            self.request_scoped_flush(scope);
         }
     }
 

@@ -143,6 +143,7 @@ pub mod entry_layout {
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
     invalidations: u64,
+    code_invalidations: u64,
     next_tag: u32,
 }
 
@@ -151,6 +152,7 @@ impl Default for Tlb {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
             invalidations: 0,
+            code_invalidations: 0,
             next_tag: 0,
         }
     }
@@ -238,6 +240,12 @@ impl Tlb {
         self.invalidations
     }
 
+    /// How many of [`Tlb::invalidations`] may have changed a translation of a page holding
+    /// code cached somewhere: all but [`Tlb::flush_frames`] of frames holding none.
+    pub fn code_invalidations(&self) -> u64 {
+        self.code_invalidations
+    }
+
     /// A root tag no entry was filled under since the last [`Tlb::flush`], or `None` when
     /// they have all been handed out.
     pub fn take_tag(&mut self) -> Option<u32> {
@@ -256,13 +264,35 @@ impl Tlb {
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
         self.invalidations += 1;
+        self.code_invalidations += 1;
         self.next_tag = 0;
     }
 
     /// Drops the entries for `gva` under each of `roots`: its translation changed.
     pub fn flush_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         self.invalidations += 1;
+        self.code_invalidations += 1;
         self.drop_page(gva, roots);
+    }
+
+    /// Drops the entries, under every tag, for the guest frames in `runs` (first frame,
+    /// count): their translations changed. `code` says whether one of the frames holds code
+    /// cached somewhere.
+    pub fn flush_frames(&mut self, runs: &[(Gfn, u64)], code: bool) {
+        self.invalidations += 1;
+        if code {
+            self.code_invalidations += 1;
+        }
+        for entry in self.entries.iter_mut() {
+            let gfn = entry.gfn;
+            if entry.key != EMPTY_KEY
+                && runs
+                    .iter()
+                    .any(|&(first, count)| gfn.wrapping_sub(first.0) < count)
+            {
+                *entry = Entry::default();
+            }
+        }
     }
 
     /// Drops the entries for `gva` under each of `roots` whose translation stands, for a
@@ -384,6 +414,26 @@ mod tests {
             tlb.lookup(gva, 42, write).unwrap().host.unwrap()
         );
         assert_eq!(tlb.lookup(gva, 42, write).unwrap().host, Some(0x7000_0456));
+    }
+
+    #[test]
+    fn a_frame_flush_drops_the_frames_entries_under_every_tag_and_no_other() {
+        let mut tlb = Tlb::new();
+        let read = Access::new(AccessKind::Read, Privilege::User);
+        let bit = access_bit(read);
+        tlb.fill(Gva(0x1000), 1, Gfn(0x40), bit, bit, 0x1000);
+        tlb.fill(Gva(0x5000), 2, Gfn(0x41), bit, bit, 0x2000);
+        tlb.fill(Gva(0x9000), 1, Gfn(0x80), bit, bit, 0x3000);
+        let (before, code_before) = (tlb.invalidations(), tlb.code_invalidations());
+        tlb.flush_frames(&[(Gfn(0x40), 2)], false);
+        assert!(tlb.lookup(Gva(0x1000), 1, read).is_none());
+        assert!(tlb.lookup(Gva(0x5000), 2, read).is_none());
+        assert!(tlb.lookup(Gva(0x9000), 1, read).is_some());
+        assert_eq!(tlb.invalidations(), before + 1);
+        assert_eq!(tlb.code_invalidations(), code_before, "no code frame");
+        tlb.flush_frames(&[(Gfn(0x80), 1)], true);
+        assert!(tlb.lookup(Gva(0x9000), 1, read).is_none());
+        assert_eq!(tlb.code_invalidations(), code_before + 1);
     }
 
     #[test]

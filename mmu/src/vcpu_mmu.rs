@@ -211,8 +211,7 @@ impl VcpuMmu {
         }
         let generation = self.shadow.flush_generation();
         if generation != self.tlb_generation {
-            self.tlb_generation = generation;
-            self.flush_tlb();
+            self.follow_flushes(generation);
         }
         let memslots = self.memslots.generation();
         if memslots != self.memslot_generation {
@@ -239,6 +238,31 @@ impl VcpuMmu {
     /// How many times TLB entries were dropped ([`Tlb::invalidations`]).
     pub fn tlb_invalidations(&self) -> u64 {
         self.tlb.invalidations()
+    }
+
+    /// How many of those may have changed the translation of a page with code cached
+    /// somewhere ([`Tlb::code_invalidations`]).
+    pub fn tlb_code_invalidations(&self) -> u64 {
+        self.tlb.code_invalidations()
+    }
+
+    /// Catches up with the flushes the shadow MMU asked for up to `generation`: drops the
+    /// entries of the frames they name, or all of them.
+    fn follow_flushes(&mut self, generation: u64) {
+        match self
+            .shadow
+            .flushed_frames_between(self.tlb_generation, generation)
+        {
+            Some(runs) => {
+                let code = runs.iter().any(|&(first, count)| {
+                    (first.0..first.0 + count).any(|gfn| self.shadow.holds_code(Gfn(gfn)))
+                });
+                self.tlb.flush_frames(&runs, code);
+                bump!(self.counters, tlb_frame_flushes);
+            }
+            None => self.flush_tlb(),
+        }
+        self.tlb_generation = generation;
     }
 
     /// Drops every TLB entry, in O(1): every root, and translation without a root, takes a
@@ -622,8 +646,7 @@ impl VcpuMmu {
     pub fn after_slow_write(&mut self, mapping: &Mapping) {
         let generation = self.shadow.flush_generation();
         if generation != self.tlb_generation {
-            self.tlb_generation = generation;
-            self.flush_tlb();
+            self.follow_flushes(generation);
         } else {
             let tag = self.root_tag();
             self.tlb.drop_page(mapping.gva, [tag]);

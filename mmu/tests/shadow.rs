@@ -235,10 +235,15 @@ fn a_large_page_is_one_leaf_until_a_table_lands_inside_it() {
     mmu.translate(Gva(3 << 21), access(0, false)).unwrap();
     assert!(mmu.shadow().is_tracked(Gfn(0x410)));
 
-    // The large leaf went with the tracking; the region now faults in 4 KiB pieces.
+    // The large leaf went with the tracking. The TLB dropped only the tracked frame's
+    // translation (the others did not change); past it, the region faults in 4 KiB pieces.
     let walks = mmu.counters().walks;
     touch_large_page(&memslots, &mut mmu);
-    assert_eq!(mmu.counters().walks - walks, 512, "split on demand");
+    assert_eq!(mmu.counters().walks - walks, 1, "the tracked frame's page");
+    mmu.flush_tlb();
+    let walks = mmu.counters().walks;
+    touch_large_page(&memslots, &mut mmu);
+    assert_eq!(mmu.counters().walks - walks, 511, "split on demand");
     // A store to the table inside the large page takes the slow path.
     let store = Gva((2 << 21) + (0x10 << 12));
     assert_eq!(mmu.translate(store, access(1, false)).unwrap().host, None);
@@ -265,6 +270,29 @@ fn dirty_logging_splits_large_leaves_eagerly_lazily_or_not_at_all() {
             SplitPolicy::Keep => assert_eq!(refaults, 0, "the large leaf still maps it all"),
         }
     }
+}
+
+#[test]
+fn a_store_zapping_a_leaf_flushes_only_its_frames_translations() {
+    let (memslots, mut mmu) = machine();
+    let read = access(0, false);
+    mmu.translate(Gva(0), read).unwrap();
+    mmu.translate(Gva(0x1000), read).unwrap();
+    let before = mmu.counters();
+    // Page 0 now maps frame 200: its leaf is zapped, and only frame 100's entries go.
+    memslots
+        .write_u64(Gpa(8 << 12), (200 << 12) | 0x67)
+        .unwrap();
+    mmu.begin_instruction();
+    let after = mmu.counters();
+    assert_eq!(after.tlb_flushes, before.tlb_flushes);
+    assert_eq!(after.tlb_frame_flushes, before.tlb_frame_flushes + 1);
+    assert_eq!(
+        mmu.translate(Gva(0x1000), read).unwrap().gpa,
+        Gpa(101 << 12)
+    );
+    assert_eq!(mmu.counters().tlb_misses, after.tlb_misses, "page 1 stayed");
+    assert_eq!(mmu.translate(Gva(0), read).unwrap().gpa, Gpa(200 << 12));
 }
 
 #[test]

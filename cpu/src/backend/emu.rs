@@ -465,6 +465,7 @@ impl Vcpu for EmuVcpu {
             ("tlb_misses", vcpu.tlb_misses),
             ("tlb_fills", vcpu.tlb_fills),
             ("tlb_flushes", vcpu.tlb_flushes),
+            ("tlb_frame_flushes", vcpu.tlb_frame_flushes),
             ("shadow_hits", vcpu.shadow_hits),
             ("root_hits", vcpu.root_hits),
             ("root_misses", vcpu.root_misses),

@@ -128,9 +128,16 @@ impl Interpreter {
     }
 
     /// How many times TLB entries were dropped: while it stays the same (and so does the
-    /// root), every translation made since is still right, a block's target address included.
+    /// root), every translation made since is still right.
     pub fn tlb_invalidations(&self) -> u64 {
         self.mmu.tlb_invalidations()
+    }
+
+    /// How many of those may have changed the translation of a page holding code some
+    /// vCPU cached: while it stays the same (and so does the root), a block's address is
+    /// still right.
+    pub fn tlb_code_invalidations(&self) -> u64 {
+        self.mmu.tlb_code_invalidations()
     }
 
     /// The TLB as generated code may read it, or `None` when every access must walk.
