@@ -88,23 +88,14 @@ struct SlowPath {
     slot: usize,
     /// The TLB's bit for the access.
     bit: u16,
-    /// For a string instruction's elements, where their count is.
-    run: Option<StringRun>,
+    /// Whether the access is a string instruction's elements, RBP bytes of them.
+    run: bool,
     /// Access size, and bit 8 set for a write.
     how: u32,
     /// Homes holding guest registers that the helper may clobber: saved around the call.
     saved: u16,
     /// Where the interpreter takes over.
     exit: ExitPoint,
-}
-
-/// A string instruction's elements, for the slow path.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct StringRun {
-    /// RCX's offset in the context.
-    pub count_at: i32,
-    /// log2 of an element's size.
-    pub shift: i8,
 }
 
 /// The state a block leaves behind at some point: which guest instruction comes next, and how
@@ -480,15 +471,15 @@ impl Emitter {
     /// Turns the linear address in R14 into the host address of `size` bytes there for a
     /// read or a `write`, through the access's slot, the TLB inline, or the slow path; where
     /// none gives one, the block leaves at `exit` for the interpreter. With `run`, the
-    /// access is a string instruction's elements, all in the page (checked before): the
-    /// slow path is told the whole run's length, since a store there may need the shadow
-    /// entries it overwrites zapped first. The flags must be parked. Clobbers R12 and R13.
+    /// access is a string instruction's elements, RBP bytes of them, all in the page
+    /// (checked before): the slow path is told the whole run's length, since a store there
+    /// may need the shadow entries it overwrites zapped first. The flags must be parked. Clobbers R12 and R13.
     pub(crate) fn translate_address(
         &mut self,
         size: u32,
         write: bool,
         bit: u16,
-        run: Option<StringRun>,
+        run: bool,
         mut exit: ExitPoint,
     ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
@@ -577,14 +568,15 @@ impl Emitter {
                 dynasm!(self.ops ; .arch x64 ; push Rq(n));
             }
             // EDX: how, with a string instruction's bytes in bits 31:16 (at most a page).
-            match path.run {
-                Some(run) => dynasm!(self.ops
+            if path.run {
+                dynasm!(self.ops
                     ; .arch x64
-                    ; mov rdx, QWORD [r15 + run.count_at]
-                    ; shl rdx, run.shift + 16
+                    ; mov rdx, rbp
+                    ; shl rdx, 16
                     ; or edx, path.how as i32
-                ),
-                None => dynasm!(self.ops ; .arch x64 ; mov edx, path.how as i32),
+                );
+            } else {
+                dynasm!(self.ops ; .arch x64 ; mov edx, path.how as i32);
             }
             dynasm!(self.ops
                 ; .arch x64

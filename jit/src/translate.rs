@@ -25,8 +25,7 @@ use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use crate::context::{Exit, offset};
 use crate::emitter::{
-    BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, StringRun, reg,
-    registers_in,
+    BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
 };
 
 /// RFLAGS.IF.
@@ -868,25 +867,29 @@ impl BlockTranslator {
         false
     }
 
-    /// REP STOS or (`copy`) REP MOVS, run by the host's own instruction on host memory when
-    /// the elements lie within one page for each operand, in RAM a store may reach directly,
-    /// and DF is clear: then RCX becomes 0 and RDI (and RSI) move past the elements. Anything
-    /// else (a page crossed, DF set, a fault, device memory, a watched or code frame) leaves
-    /// for the interpreter, which runs the instruction as it is. RCX 0 does nothing. Every
-    /// register must have been flushed and the flags spilled; clobbers them all but RSP.
+    /// REP STOS or (`copy`) REP MOVS, run by the host's own instruction on host memory a
+    /// page at a time, with DF clear: the elements up to the end of each operand's page, in
+    /// RAM a store may reach directly, are done, RCX counts them off and RDI (and RSI) move
+    /// past them; if elements are left, the block leaves for the instruction again, as an
+    /// interrupt between two of its iterations would. Anything else (DF set, an element
+    /// across two pages, a fault, device memory, a watched or code frame) leaves for the
+    /// interpreter, which runs the instruction as it is. RCX 0 does nothing. Every register
+    /// must have been flushed and the flags spilled; clobbers them all but RSP.
     fn rep_string(&mut self, i: &Instruction, copy: bool) {
         let shift = (i.memory_size().size() as u32).trailing_zeros() as i8;
         let at = self.before(i.ip());
         let done = self.emitter.ops.new_dynamic_label();
         let interpret = self.emitter.ops.new_dynamic_label();
+        let more = self.emitter.ops.new_dynamic_label();
         let (count_at, source_at, destination_at, value_at) = (
             offset::gpr(1),
             offset::gpr(6),
             offset::gpr(7),
             offset::gpr(reg::RAX),
         );
-        let run = StringRun { count_at, shift };
-        // RDX: the bytes; each operand's offset in its page plus them must stay in it.
+        // This run: the elements left, as far as each operand's page goes (none when an
+        // element would straddle two pages). EAX: the bytes to the end of the pages; RBP:
+        // the run's bytes, which the slow-path helper keeps.
         dynasm!(self.emitter.ops
             ; .arch x64
             ; mov rcx, QWORD [r15 + count_at]
@@ -894,40 +897,44 @@ impl BlockTranslator {
             ; jz =>done
             ; test DWORD [r15 + offset::RFLAGS], RFLAGS_DF
             ; jnz =>interpret
-            ; cmp rcx, 0x1000 >> shift
-            ; ja =>interpret
-            ; mov rdx, rcx
-            ; shl rdx, shift
-            ; mov r14, QWORD [r15 + destination_at]
-            ; mov eax, r14d
+            ; mov eax, DWORD [r15 + destination_at]
             ; and eax, 0xfff
-            ; add eax, edx
-            ; cmp eax, 0x1000
-            ; ja =>interpret
+            ; neg eax
+            ; add eax, 0x1000
         );
         if copy {
             dynasm!(self.emitter.ops
                 ; .arch x64
-                ; mov r14, QWORD [r15 + source_at]
-                ; mov eax, r14d
-                ; and eax, 0xfff
-                ; add eax, edx
-                ; cmp eax, 0x1000
-                ; ja =>interpret
-            );
-            // The source's host address in RBX, which the slow-path helper keeps.
-            self.translate_run_address(i, 1, false, Some(run));
-            dynasm!(self.emitter.ops
-                ; .arch x64
-                ; mov rbx, r14
-                ; mov r14, QWORD [r15 + destination_at]
+                ; mov edx, DWORD [r15 + source_at]
+                ; and edx, 0xfff
+                ; neg edx
+                ; add edx, 0x1000
+                ; cmp edx, eax
+                ; cmovb eax, edx
             );
         }
-        self.translate_run_address(i, 1, true, Some(run));
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; shr eax, shift
+            ; jz =>interpret
+            ; cmp rcx, rax
+            ; cmova rcx, rax
+            ; mov rbp, rcx
+            ; shl rbp, shift
+        );
+        if copy {
+            // The source's host address in RBX, which the slow-path helper keeps.
+            dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + source_at]);
+            self.translate_run_address(i, 1, false, true);
+            dynasm!(self.emitter.ops ; .arch x64 ; mov rbx, r14);
+        }
+        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + destination_at]);
+        self.translate_run_address(i, 1, true, true);
         dynasm!(self.emitter.ops
             ; .arch x64
             ; mov rdi, r14
-            ; mov rcx, QWORD [r15 + count_at]
+            ; mov rcx, rbp
+            ; shr rcx, shift
         );
         if copy {
             dynasm!(self.emitter.ops ; .arch x64 ; mov rsi, rbx);
@@ -944,22 +951,27 @@ impl BlockTranslator {
             (true, 2) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsd),
             (true, _) => dynasm!(self.emitter.ops ; .arch x64 ; rep movsq),
         }
-        // The bytes done, from how far the host's RDI moved.
+        // The run done: the operands move past it, and RCX counts it off.
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; sub rdi, r14
-            ; add QWORD [r15 + destination_at], rdi
-            ; mov QWORD [r15 + count_at], 0
+            ; add QWORD [r15 + destination_at], rbp
         );
         if copy {
-            dynasm!(self.emitter.ops ; .arch x64 ; add QWORD [r15 + source_at], rdi);
+            dynasm!(self.emitter.ops ; .arch x64 ; add QWORD [r15 + source_at], rbp);
         }
         dynasm!(self.emitter.ops
             ; .arch x64
+            ; shr rbp, shift
+            ; sub QWORD [r15 + count_at], rbp
+            ; jnz =>more
             ; jmp =>done
             ; =>interpret
         );
         self.emitter.exit_to_interpreter(at, None);
+        // Elements are left on the next page: the instruction goes on from its start, as
+        // after an interrupt (RIP at it, RCX, RSI and RDI where the run left them).
+        dynasm!(self.emitter.ops ; .arch x64 ; =>more);
+        self.leave_for(i.ip(), at);
         dynasm!(self.emitter.ops ; .arch x64 ; =>done);
     }
 
@@ -1071,19 +1083,13 @@ impl BlockTranslator {
 
     /// The inline lookup for the address in R14, leaving before `i` on failure.
     fn translate_address(&mut self, i: &Instruction, size: u32, write: bool) {
-        self.translate_run_address(i, size, write, None);
+        self.translate_run_address(i, size, write, false);
     }
 
     /// The inline lookup for the address in R14, of an access of `size` bytes or, with
-    /// `run`, of a string instruction's elements (see [`Emitter::translate_address`]), leaving
-    /// before `i` on failure.
-    fn translate_run_address(
-        &mut self,
-        i: &Instruction,
-        size: u32,
-        write: bool,
-        run: Option<StringRun>,
-    ) {
+    /// `run`, of a string instruction's elements, RBP bytes of them (see
+    /// [`Emitter::translate_address`]), leaving before `i` on failure.
+    fn translate_run_address(&mut self, i: &Instruction, size: u32, write: bool, run: bool) {
         let bit = if write {
             self.start.write_bit
         } else {
