@@ -47,6 +47,8 @@ pub struct BlockContext {
     pub mxcsr: u64,
     /// The host's MXCSR, restored after each of them.
     pub host_mxcsr: u64,
+    /// What RDTSC adds to the host's time-stamp counter for the guest's.
+    pub tsc_offset: u64,
     /// The guest's arithmetic flags as LAHF and SETO leave them: bits 15:8 are RFLAGS' low
     /// byte (SF, ZF, AF, PF, CF), bit 0 is OF.
     pub parked_flags: u64,
@@ -234,6 +236,8 @@ pub mod offset {
     pub const MXCSR: i32 = offset_of!(BlockContext, mxcsr) as i32;
     /// The host's MXCSR.
     pub const HOST_MXCSR: i32 = offset_of!(BlockContext, host_mxcsr) as i32;
+    /// The guest's time-stamp counter's offset.
+    pub const TSC_OFFSET: i32 = offset_of!(BlockContext, tsc_offset) as i32;
     /// The parked flags.
     pub const PARKED_FLAGS: i32 = offset_of!(BlockContext, parked_flags) as i32;
     /// The jump cache.

@@ -31,6 +31,8 @@ use crate::context::{
 pub(crate) mod reg {
     /// RAX.
     pub const RAX: u8 = 0;
+    /// RDX.
+    pub const RDX: u8 = 2;
     /// RSP: the host stack.
     pub const RSP: u8 = 4;
     /// R12: scratch for address computations and the TLB lookup.

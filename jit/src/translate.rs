@@ -114,6 +114,8 @@ enum Lowering {
     RepStos,
     /// REP MOVS with 64-bit addresses and DS as the source's segment.
     RepMovs,
+    /// RDTSC at CPL 0 (where CR4.TSD cannot make it fault): the host's, offset.
+    ReadTsc,
     /// CLD or STD; CLI, STI, STAC or CLAC at CPL 0: sets (`set`) or clears the RFLAGS bits
     /// in `mask`. STI, whose interrupt shadow covers the next instruction, ends the block
     /// after that one, back in the vCPU's loop (as [`Exit::Budget`] does), which delivers the
@@ -258,6 +260,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
         Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
         Pushfq => Lowering::PushFlags,
+        Rdtsc if start.at_cpl0() => Lowering::ReadTsc,
         Cld | Std => Lowering::SystemFlag {
             mask: RFLAGS_DF,
             set: i.code() == Std,
@@ -845,6 +848,7 @@ impl BlockTranslator {
                 self.emitter.spill_flags();
                 self.rep_string(i, lowering == Lowering::RepMovs);
             }
+            Lowering::ReadTsc => self.read_tsc(),
             Lowering::SystemFlag { mask, set } => {
                 self.emitter.spill_flags();
                 let rflags = &mut self.emitter.ops;
@@ -973,6 +977,23 @@ impl BlockTranslator {
         dynasm!(self.emitter.ops ; .arch x64 ; =>more);
         self.leave_for(i.ip(), at);
         dynasm!(self.emitter.ops ; .arch x64 ; =>done);
+    }
+
+    /// RDTSC: EDX:EAX <- the host's time-stamp counter plus the guest's offset.
+    fn read_tsc(&mut self) {
+        self.emitter.spill_flags();
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; rdtsc
+            ; shl rdx, 32
+            ; or rax, rdx
+            ; add rax, QWORD [r15 + offset::TSC_OFFSET]
+            ; mov rdx, rax
+            ; shr rdx, 32
+            ; mov eax, eax
+        );
+        self.emitter.home_written(reg::RAX);
+        self.emitter.home_written(reg::RDX);
     }
 
     /// Leaves the block for the interpreter to run `i`.

@@ -171,6 +171,12 @@ impl Interpreter {
         }
     }
 
+    /// What RDTSC adds to the host's time-stamp counter for the guest's, for generated code
+    /// that runs RDTSC at CPL 0: valid until the vCPU next runs an instruction itself.
+    pub fn tsc_offset(&self) -> u64 {
+        self.msr.tsc_offset
+    }
+
     /// The XMM registers, XMM0 first, 16 bytes each, for generated code that runs SSE
     /// instructions that touch nothing else (no MXCSR): valid until the vCPU next runs an
     /// instruction itself.
