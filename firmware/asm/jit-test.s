@@ -10,7 +10,10 @@
  *   - a page fault in the middle of a hot block: the registers written before the faulting
  *     load hold, those after it do not, and the fault names the load's address and RIP;
  *   - SSE integer work run hot: a byte search with PCMPEQB and PMOVMSKB, a checksum through
- *     PADDD, shuffles and shifts (its value is the interpreter's, KVM's and QEMU's too).
+ *     PADDD, shuffles and shifts (its value is the interpreter's, KVM's and QEMU's too);
+ *   - string instructions run hot across pages: REP MOVSB between two unaligned buffers,
+ *     REP STOSQ with an element straddling two pages, and PUSH of memory operands, one
+ *     addressed through RSP (the address uses RSP as it was before the push).
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -26,6 +29,14 @@
     .set CR4_OSFXSR, 1 << 9
     .set SSE_BYTES, 4096            /* the buffer the SSE checks work on */
     .set SSE_DATA, 0x300000         /* RAM, identity-mapped */
+    .set STRING_DATA, 0x310000      /* RAM, identity-mapped */
+    .set STRING_SRC, 0x0123         /* offsets in it */
+    .set STRING_DST, 0x2f80
+    .set STRING_BYTES, 6000
+    .set STRING_FILL, 0x5ff4        /* its third qword straddles a page boundary */
+    .set STRING_QWORDS, 700
+    .set STRING_END, STRING_FILL + 8 * STRING_QWORDS
+    .set PUSHED, 0x1122334455667788
 
     .bss
     .balign 8
@@ -57,6 +68,10 @@ sse_search_label:
     .asciz "sse: bytes equal to 0x5a found by pcmpeqb/pmovmskb"
 sse_sum_label:
     .asciz "sse: paddd/pshufd/punpck checksum"
+strings_label:
+    .asciz "strings: rep movsb and rep stosq across pages, hash"
+push_label:
+    .asciz "push m64: the qword pushed, pushed again through rsp"
 
     .text
     .code64
@@ -70,6 +85,7 @@ image_main:
     call check_cr3_remap
     call check_fault_mid_block
     call check_sse
+    call check_strings
     jmp report_checks
 
 /* write_returner(%rdi = where, %esi = value): writes mov $value, %eax; ret at %rdi. */
@@ -388,6 +404,77 @@ check_sse:
     mov %rsi, %rdx                  /* reported, not checked: the backends must agree */
     call check_equal
 
+    pop %r12
+    pop %rbx
+    ret
+
+/* strings_once: REP MOVSB of STRING_BYTES from STRING_SRC to STRING_DST, REP STOSQ of
+ * STRING_QWORDS at STRING_FILL; returns a hash of STRING_DST up to STRING_END. */
+strings_once:
+    mov $STRING_DATA + STRING_SRC, %esi
+    mov $STRING_DATA + STRING_DST, %edi
+    mov $STRING_BYTES, %ecx
+    rep movsb
+    mov $STRING_DATA + STRING_FILL, %edi
+    mov $STRING_QWORDS, %ecx
+    movabs $0x0102030405060708, %rax
+    rep stosq
+    mov $STRING_DATA + STRING_DST, %esi
+    mov $(STRING_END - STRING_DST) / 4, %ecx
+    xor %eax, %eax
+.Lstrings_hash:
+    rol $5, %rax
+    xor (%rsi), %eax
+    add $4, %rsi
+    dec %ecx
+    jnz .Lstrings_hash
+    ret
+
+/* push_once(%rdi = a qword): pushes it, then pushes the stack's top again; returns the
+ * second value, plus how far the two differ. */
+push_once:
+    push (%rdi)
+    push (%rsp)
+    pop %rax
+    pop %rdx
+    sub %rdx, %rax
+    add %rdx, %rax
+    ret
+
+/* The source filled with bytes 7 * i, then the string and push functions run HOT times. */
+check_strings:
+    push %rbx
+    push %r12
+    push %r13
+    mov $STRING_DATA + STRING_SRC, %edi
+    xor %ecx, %ecx
+.Lstrings_fill:
+    imul $7, %ecx, %eax
+    mov %al, (%rdi, %rcx)
+    inc %ecx
+    cmp $STRING_BYTES, %ecx
+    jb .Lstrings_fill
+    movabs $PUSHED, %rax
+    push %rax
+    mov $HOT, %r12d
+.Lstrings_hot:
+    call strings_once
+    mov %rax, %rbx
+    mov %rsp, %rdi
+    call push_once
+    mov %rax, %r13
+    dec %r12d
+    jnz .Lstrings_hot
+    pop %rax
+    lea push_label(%rip), %rdi
+    mov %r13, %rsi
+    movabs $PUSHED, %rdx
+    call check_equal
+    lea strings_label(%rip), %rdi
+    mov %rbx, %rsi
+    mov %rbx, %rdx                  /* reported, not checked: the backends must agree */
+    call check_equal
+    pop %r13
     pop %r12
     pop %rbx
     ret

@@ -54,6 +54,9 @@ pub struct BlockContext {
     pub parked_flags: u64,
     /// Accesses the inline lookup sent to the slow path.
     pub slow_accesses: u64,
+    /// A value generated code keeps across a slow-path call (PUSH's operand, read before
+    /// the stack is looked up).
+    pub held: u64,
     /// The vCPU, for the slow-path helper: a `*mut Interpreter`, valid while a block runs.
     pub cpu: u64,
     /// The jump cache's first entry (a `*const JumpEntry`).
@@ -236,6 +239,8 @@ pub mod offset {
     pub const MXCSR: i32 = offset_of!(BlockContext, mxcsr) as i32;
     /// The host's MXCSR.
     pub const HOST_MXCSR: i32 = offset_of!(BlockContext, host_mxcsr) as i32;
+    /// The value kept across a call.
+    pub const HELD: i32 = offset_of!(BlockContext, held) as i32;
     /// The guest's time-stamp counter's offset.
     pub const TSC_OFFSET: i32 = offset_of!(BlockContext, tsc_offset) as i32;
     /// The parked flags.

@@ -92,7 +92,7 @@ enum Lowering {
     Lea,
     /// No architectural effect beyond RIP.
     Nop,
-    /// PUSH r64 or imm.
+    /// PUSH r64, imm or m64.
     Push,
     /// PUSHFQ.
     PushFlags,
@@ -259,6 +259,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         | Prefetcht0_m8 | Prefetcht1_m8 | Prefetcht2_m8 => Lowering::Nop,
         Lea_r16_m | Lea_r32_m | Lea_r64_m if is_plain_memory(i) => Lowering::Lea,
         Push_r64 | Pushq_imm8 | Pushq_imm32 => Lowering::Push,
+        Push_rm64 if is_plain_memory(i) => Lowering::Push,
         Pushfq => Lowering::PushFlags,
         Rdtsc if start.at_cpl0() => Lowering::ReadTsc,
         Cld | Std => Lowering::SystemFlag {
@@ -1412,6 +1413,23 @@ impl BlockTranslator {
             OpKind::Register => {
                 let source = gpr_number(i.op0_register());
                 self.stack_store(i, |e| e.load_gpr(reg::RAX, source));
+            }
+            OpKind::Memory => {
+                // The operand first (its address uses RSP as it was), kept in the context
+                // across the stack's lookup.
+                self.emitter.spill_flags();
+                self.address_into_r14(i, true);
+                self.translate_address(i, 8, false);
+                dynasm!(self.emitter.ops
+                    ; .arch x64
+                    ; mov r12, QWORD [r14]
+                    ; mov QWORD [r15 + offset::HELD], r12
+                );
+                // The homes the address loaded are clean; the store takes RAX.
+                self.emitter.flush(ALL_REGISTERS);
+                self.stack_store(i, |e| {
+                    dynasm!(e.ops ; .arch x64 ; mov rax, QWORD [r15 + offset::HELD]);
+                });
             }
             _ => {
                 let value = i.immediate(0);
