@@ -13,7 +13,9 @@
  *     PADDD, shuffles and shifts (its value is the interpreter's, KVM's and QEMU's too);
  *   - string instructions run hot across pages: REP MOVSB between two unaligned buffers,
  *     REP STOSQ with an element straddling two pages, and PUSH of memory operands, one
- *     addressed through RSP (the address uses RSP as it was before the push).
+ *     addressed through RSP (the address uses RSP as it was before the push);
+ *   - bit strings: BTS, BTC, BTR and BT on memory with 64-, 32- and 16-bit register
+ *     offsets, negative and far past the operand.
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -42,6 +44,8 @@
     .balign 8
 space_roots:
     .skip 2 * 8
+bit_string:
+    .skip 256
 
     .section .rodata
 smc_outside_label:
@@ -72,6 +76,8 @@ strings_label:
     .asciz "strings: rep movsb and rep stosq across pages, hash"
 push_label:
     .asciz "push m64: the qword pushed, pushed again through rsp"
+bits_label:
+    .asciz "bit strings: the carries and the words touched"
 
     .text
     .code64
@@ -441,6 +447,30 @@ push_once:
     add %rdx, %rax
     ret
 
+/* bits_once(%rdi = the middle of a bit string): BTS at bit -70 (64-bit offset), BTC at
+ * 200 (32-bit), BTR at 1000 (16-bit), BT at -70; returns their carries in bits 3:0 and the
+ * words they touched, XORed, above. */
+bits_once:
+    xor %eax, %eax
+    mov $-70, %rcx
+    bts %rcx, (%rdi)
+    adc %eax, %eax
+    mov $200, %ecx
+    btc %ecx, (%rdi)
+    adc %eax, %eax
+    mov $1000, %cx
+    btr %cx, (%rdi)
+    adc %eax, %eax
+    mov $-70, %rcx
+    bt %rcx, (%rdi)
+    adc %eax, %eax
+    mov -16(%rdi), %rdx
+    xor 24(%rdi), %rdx
+    xor 120(%rdi), %rdx
+    shl $4, %rdx
+    or %rdx, %rax
+    ret
+
 /* The source filled with bytes 7 * i, then the string and push functions run HOT times. */
 check_strings:
     push %rbx
@@ -471,6 +501,18 @@ check_strings:
     movabs $PUSHED, %rdx
     call check_equal
     lea strings_label(%rip), %rdi
+    mov %rbx, %rsi
+    mov %rbx, %rdx                  /* reported, not checked: the backends must agree */
+    call check_equal
+
+    mov $HOT, %r12d
+.Lbits_hot:
+    mov $bit_string + 128, %edi
+    call bits_once
+    mov %rax, %rbx
+    dec %r12d
+    jnz .Lbits_hot
+    lea bits_label(%rip), %rdi
     mov %rbx, %rsi
     mov %rbx, %rdx                  /* reported, not checked: the backends must agree */
     call check_equal

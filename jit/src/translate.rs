@@ -441,14 +441,23 @@ fn runs_natively(i: &Instruction) -> bool {
         }
     }
     if memory {
-        // A bit offset in a register may address memory beyond the operand.
-        let bit_string =
-            matches!(i.mnemonic(), Bt | Bts | Btr | Btc) && i.op1_kind() == OpKind::Register;
-        if bit_string || !is_plain_memory(i) || i.memory_size().size() > 8 {
+        // A bit string's element is found from a 64-bit address (see
+        // `BlockTranslator::bit_string_into_r14`).
+        if !is_plain_memory(i) || i.memory_size().size() > 8 || (is_bit_string(i) && is_addr32(i)) {
             return false;
         }
     }
     true
+}
+
+/// Whether `i` is BT, BTS, BTR or BTC on memory with the bit offset in a register: a bit
+/// string, whose offset may address memory beyond the operand.
+fn is_bit_string(i: &Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) && i.op0_kind() == OpKind::Memory
+        && i.op1_kind() == OpKind::Register
 }
 
 /// The SSE instructions the host may run for the guest: moves, logic, integer arithmetic,
@@ -1103,6 +1112,34 @@ impl BlockTranslator {
         self.translate_address(i, size, write);
     }
 
+    /// R14 <- the host address of the element of `i`'s bit string (BT, BTS, BTR or BTC on
+    /// memory with a register offset) holding the bit, of `size` bytes, for a read or a
+    /// `write`: the operand's address moved by the offset's signed element count; R13 <- the
+    /// bit's offset in the element. Or an exit to the interpreter before `i`.
+    fn bit_string_into_r14(&mut self, i: &Instruction, size: u32, write: bool) {
+        self.emitter.spill_flags();
+        self.address_into_r14(i, true);
+        let offset = i.op1_register();
+        let n = self.register_for_address(offset, reg::SCRATCH);
+        let ops = &mut self.emitter.ops;
+        match size {
+            2 => {
+                dynasm!(ops ; .arch x64 ; movsx r12, Rw(n) ; sar r12, 4 ; lea r14, [r14 + r12 * 2])
+            }
+            4 => {
+                dynasm!(ops ; .arch x64 ; movsxd r12, Rd(n) ; sar r12, 5 ; lea r14, [r14 + r12 * 4])
+            }
+            _ => dynasm!(ops ; .arch x64 ; mov r12, Rq(n) ; sar r12, 6 ; lea r14, [r14 + r12 * 8]),
+        }
+        self.translate_address(i, size, write);
+        let n = self.register_for_address(offset, reg::SCRATCH);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov r13, Rq(n)
+            ; and r13d, (size * 8 - 1) as i32
+        );
+    }
+
     /// The inline lookup for the address in R14, leaving before `i` on failure.
     fn translate_address(&mut self, i: &Instruction, size: u32, write: bool) {
         self.translate_run_address(i, size, write, false);
@@ -1129,7 +1166,11 @@ impl BlockTranslator {
             return false;
         };
         if let Some((size, write)) = plan.memory {
-            self.access_into_r14(i, size, write);
+            if is_bit_string(i) {
+                self.bit_string_into_r14(i, size, write);
+            } else {
+                self.access_into_r14(i, size, write);
+            }
         }
         if needs_carry_only(i) {
             self.emitter.load_carry();
@@ -1317,6 +1358,12 @@ impl BlockTranslator {
             rewritten.set_memory_displ_size(0);
             rewritten.set_segment_prefix(Register::None);
         }
+        // A bit string's offset, reduced to the element, is in R13 (set by
+        // `bit_string_into_r14`).
+        let bit_string = is_bit_string(i);
+        if bit_string {
+            rewritten.set_op1_register(same_kind(i.op1_register(), reg::SCRATCH2)?);
+        }
         // A host register holds the guest register renamed to it, or its namesake.
         let guest_of = |host: u8| {
             (0..16u8)
@@ -1340,7 +1387,7 @@ impl BlockTranslator {
                 continue;
             }
             let host = gpr_number(register);
-            if host == reg::ADDRESS && memory {
+            if (host == reg::ADDRESS && memory) || (host == reg::SCRATCH2 && bit_string) {
                 continue;
             }
             if reserved(host) {
