@@ -15,7 +15,9 @@
  *     REP STOSQ with an element straddling two pages, and PUSH of memory operands, one
  *     addressed through RSP (the address uses RSP as it was before the push);
  *   - bit strings: BTS, BTC, BTR and BT on memory with 64-, 32- and 16-bit register
- *     offsets, negative and far past the operand.
+ *     offsets, negative and far past the operand;
+ *   - CMPXCHG16B that succeeds, then fails and loads the new value;
+ *   - segment selectors read into 16-, 32- and 64-bit registers, in a frame LEAVE ends.
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -46,6 +48,9 @@ space_roots:
     .skip 2 * 8
 bit_string:
     .skip 256
+    .balign 16
+double_quad:
+    .skip 16
 
     .section .rodata
 smc_outside_label:
@@ -78,6 +83,10 @@ push_label:
     .asciz "push m64: the qword pushed, pushed again through rsp"
 bits_label:
     .asciz "bit strings: the carries and the words touched"
+cx16_label:
+    .asciz "cmpxchg16b: both outcomes and the value loaded"
+sreg_label:
+    .asciz "mov r, sreg and leave: the selectors read"
 
     .text
     .code64
@@ -447,6 +456,49 @@ push_once:
     add %rdx, %rax
     ret
 
+/* sreg_once: in a frame of its own, reads CS into EAX (zero-extending), SS into CX (the
+ * rest of RCX kept) and DS into RDX; returns them folded into one value. */
+sreg_once:
+    push %rbp
+    mov %rsp, %rbp
+    sub $32, %rsp
+    mov $-1, %rax
+    mov %cs, %eax
+    mov $-1, %rcx
+    mov %ss, %cx
+    mov $-1, %rdx
+    mov %ds, %rdx
+    mov %rcx, -8(%rbp)
+    shl $8, %rcx
+    xor %rcx, %rax
+    shl $24, %rdx
+    xor %rdx, %rax
+    leave
+    ret
+
+/* cx16_once(%rdi = 16 aligned bytes): LOCK CMPXCHG16B adding 1 and 2 to the two quadwords
+ * (it succeeds), then CMPXCHG16B expecting the old value (it fails and loads the new);
+ * returns the low quadword plus 3 times the high one, plus 4 if the first succeeded and 8
+ * if the second did. */
+cx16_once:
+    push %rbx
+    mov (%rdi), %rax
+    mov 8(%rdi), %rdx
+    lea 1(%rax), %rbx
+    lea 2(%rdx), %rcx
+    lock cmpxchg16b (%rdi)
+    setz %r8b
+    cmpxchg16b (%rdi)
+    setz %r9b
+    lea (%rdx, %rdx, 2), %rdx
+    add %rdx, %rax
+    movzbl %r8b, %r8d
+    movzbl %r9b, %r9d
+    lea (%rax, %r8, 4), %rax
+    lea (%rax, %r9, 8), %rax
+    pop %rbx
+    ret
+
 /* bits_once(%rdi = the middle of a bit string): BTS at bit -70 (64-bit offset), BTC at
  * 200 (32-bit), BTR at 1000 (16-bit), BT at -70; returns their carries in bits 3:0 and the
  * words they touched, XORed, above. */
@@ -515,6 +567,29 @@ check_strings:
     lea bits_label(%rip), %rdi
     mov %rbx, %rsi
     mov %rbx, %rdx                  /* reported, not checked: the backends must agree */
+    call check_equal
+
+    mov $HOT, %r12d
+.Lcx16_hot:
+    mov $double_quad, %edi
+    call cx16_once
+    dec %r12d
+    jnz .Lcx16_hot
+    lea cx16_label(%rip), %rdi
+    mov %rax, %rsi
+    /* After HOT rounds the quadwords hold HOT and 2 * HOT, which the second exchange
+     * loaded (HOT + 3 * 2 * HOT); the first succeeded (4), the second failed. */
+    mov $7 * HOT + 4, %edx
+    call check_equal
+
+    mov $HOT, %r12d
+.Lsreg_hot:
+    call sreg_once
+    dec %r12d
+    jnz .Lsreg_hot
+    lea sreg_label(%rip), %rdi
+    mov %rax, %rsi
+    mov %rax, %rdx                  /* reported, not checked: the backends must agree */
     call check_equal
     pop %r13
     pop %r12

@@ -49,6 +49,8 @@ pub struct BlockContext {
     pub host_mxcsr: u64,
     /// What RDTSC adds to the host's time-stamp counter for the guest's.
     pub tsc_offset: u64,
+    /// The segment selectors: ES, CS, SS, DS, FS, GS.
+    pub selectors: [u16; 6],
     /// The guest's arithmetic flags as LAHF and SETO leave them: bits 15:8 are RFLAGS' low
     /// byte (SF, ZF, AF, PF, CF), bit 0 is OF.
     pub parked_flags: u64,
@@ -239,6 +241,10 @@ pub mod offset {
     pub const MXCSR: i32 = offset_of!(BlockContext, mxcsr) as i32;
     /// The host's MXCSR.
     pub const HOST_MXCSR: i32 = offset_of!(BlockContext, host_mxcsr) as i32;
+    /// Segment register `n`'s selector (u16; 0 = ES).
+    pub const fn selector(n: u8) -> i32 {
+        (offset_of!(BlockContext, selectors) + 2 * n as usize) as i32
+    }
     /// The value kept across a call.
     pub const HELD: i32 = offset_of!(BlockContext, held) as i32;
     /// The guest's time-stamp counter's offset.

@@ -293,6 +293,7 @@ impl Jit {
         ctx.fs_base = context.fs_base;
         ctx.gs_base = context.gs_base;
         ctx.tsc_offset = cpu.tsc_offset();
+        ctx.selectors = cpu.selectors();
         ctx.budget = budget::new(*left);
         ctx.slow_accesses = 0;
         ctx.tlb_entries = tlb.entries as u64;

@@ -28,6 +28,9 @@ use crate::emitter::{
     BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
 };
 
+/// RBP's number.
+const RBP: u8 = 5;
+
 /// RFLAGS.IF.
 const RFLAGS_IF: i32 = 1 << 9;
 /// RFLAGS.DF.
@@ -116,6 +119,10 @@ enum Lowering {
     RepMovs,
     /// RDTSC at CPL 0 (where CR4.TSD cannot make it fault): the host's, offset.
     ReadTsc,
+    /// MOV of a segment selector to a general register with a home.
+    ReadSelector,
+    /// LEAVE.
+    Leave,
     /// CLD or STD; CLI, STI, STAC or CLAC at CPL 0: sets (`set`) or clears the RFLAGS bits
     /// in `mask`. STI, whose interrupt shadow covers the next instruction, ends the block
     /// after that one, back in the vCPU's loop (as [`Exit::Budget`] does), which delivers the
@@ -262,6 +269,13 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         Push_rm64 if is_plain_memory(i) => Lowering::Push,
         Pushfq => Lowering::PushFlags,
         Rdtsc if start.at_cpl0() => Lowering::ReadTsc,
+        Mov_r32m16_Sreg | Mov_r64m16_Sreg | Mov_rm16_Sreg
+            if i.op0_kind() == OpKind::Register
+                && HOMELESS_GUESTS & (1 << gpr_number(i.op0_register())) == 0 =>
+        {
+            Lowering::ReadSelector
+        }
+        Leaveq => Lowering::Leave,
         Cld | Std => Lowering::SystemFlag {
             mask: RFLAGS_DF,
             set: i.code() == Std,
@@ -400,6 +414,7 @@ fn runs_natively(i: &Instruction) -> bool {
             | Cmc
             | Xadd
             | Cmpxchg
+            | Cmpxchg16b
             | Andn
             | Bextr
             | Blsi
@@ -443,7 +458,12 @@ fn runs_natively(i: &Instruction) -> bool {
     if memory {
         // A bit string's element is found from a 64-bit address (see
         // `BlockTranslator::bit_string_into_r14`).
-        if !is_plain_memory(i) || i.memory_size().size() > 8 || (is_bit_string(i) && is_addr32(i)) {
+        // CMPXCHG16B's 16 bytes must be aligned (see `needs_alignment`).
+        let size = i.memory_size().size();
+        if !is_plain_memory(i)
+            || (size > 8 && i.mnemonic() != Cmpxchg16b)
+            || (is_bit_string(i) && is_addr32(i))
+        {
             return false;
         }
     }
@@ -528,14 +548,16 @@ fn runs_natively_sse_operands(i: &Instruction) -> bool {
 }
 
 /// Whether `i`'s memory operand must be 16-byte aligned (a legacy SSE instruction on 128
-/// bits, but for the unaligned moves): a misaligned one raises #GP.
+/// bits, but for the unaligned moves; CMPXCHG16B): a misaligned one raises #GP.
 fn needs_alignment(i: &Instruction) -> bool {
     use Mnemonic::*;
     let memory = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+    let xmm =
+        (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm());
     memory
         && i.memory_size().size() == 16
-        && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
-        && !matches!(i.mnemonic(), Movdqu | Movups | Movupd | Lddqu)
+        && ((xmm && !matches!(i.mnemonic(), Movdqu | Movups | Movupd | Lddqu))
+            || i.mnemonic() == Cmpxchg16b)
 }
 
 /// Whether `i` is a DIV or IDIV of a 32- or 64-bit operand (the sizes generated code
@@ -859,6 +881,11 @@ impl BlockTranslator {
                 self.rep_string(i, lowering == Lowering::RepMovs);
             }
             Lowering::ReadTsc => self.read_tsc(),
+            Lowering::ReadSelector => self.read_selector(i),
+            Lowering::Leave => {
+                self.emitter.flush(ALL_REGISTERS);
+                self.leave(i);
+            }
             Lowering::SystemFlag { mask, set } => {
                 self.emitter.spill_flags();
                 let rflags = &mut self.emitter.ops;
@@ -987,6 +1014,37 @@ impl BlockTranslator {
         dynasm!(self.emitter.ops ; .arch x64 ; =>more);
         self.leave_for(i.ip(), at);
         dynasm!(self.emitter.ops ; .arch x64 ; =>done);
+    }
+
+    /// MOV r, Sreg: the selector, zero-extended into a 32- or 64-bit register, or into the
+    /// low 16 bits of one.
+    fn read_selector(&mut self, i: &Instruction) {
+        let dst = gpr_number(i.op0_register());
+        let at = offset::selector(i.op1_register().number() as u8);
+        if i.op0_register().size() == 2 {
+            self.emitter.use_home(dst);
+            dynasm!(self.emitter.ops ; .arch x64 ; mov Rw(dst), WORD [r15 + at]);
+        } else {
+            dynasm!(self.emitter.ops ; .arch x64 ; movzx Rd(dst), WORD [r15 + at]);
+        }
+        self.emitter.home_written(dst);
+    }
+
+    /// LEAVE: RBP <- the qword at RBP, RSP <- RBP + 8 (the load first: it may fault). Every
+    /// register must have been flushed.
+    fn leave(&mut self, i: &Instruction) {
+        self.emitter.spill_flags();
+        let frame = offset::gpr(RBP);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + frame]);
+        self.translate_address(i, 8, false);
+        dynasm!(self.emitter.ops
+            ; .arch x64
+            ; mov rax, QWORD [r14]
+            ; mov rcx, QWORD [r15 + frame]
+            ; lea rcx, [rcx + 8]
+            ; mov QWORD [r15 + offset::gpr(reg::RSP)], rcx
+            ; mov QWORD [r15 + frame], rax
+        );
     }
 
     /// RDTSC: EDX:EAX <- the host's time-stamp counter plus the guest's offset.

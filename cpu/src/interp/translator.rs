@@ -171,6 +171,13 @@ impl Interpreter {
         }
     }
 
+    /// The segment selectors, in the encoding's order (ES, CS, SS, DS, FS, GS), for generated
+    /// code that reads them: valid until the vCPU next runs an instruction itself.
+    pub fn selectors(&self) -> [u16; 6] {
+        let s = &self.sregs;
+        [s.es, s.cs, s.ss, s.ds, s.fs, s.gs].map(|segment| segment.selector)
+    }
+
     /// What RDTSC adds to the host's time-stamp counter for the guest's, for generated code
     /// that runs RDTSC at CPL 0: valid until the vCPU next runs an instruction itself.
     pub fn tsc_offset(&self) -> u64 {
