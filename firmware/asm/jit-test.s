@@ -17,7 +17,9 @@
  *   - bit strings: BTS, BTC, BTR and BT on memory with 64-, 32- and 16-bit register
  *     offsets, negative and far past the operand;
  *   - CMPXCHG16B that succeeds, then fails and loads the new value;
- *   - segment selectors read into 16-, 32- and 64-bit registers, in a frame LEAVE ends.
+ *   - segment selectors read into 16-, 32- and 64-bit registers, in a frame LEAVE ends;
+ *   - an instruction that runs into the next page, run hot, then its bytes on the second
+ *     page rewritten.
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -41,6 +43,7 @@
     .set STRING_QWORDS, 700
     .set STRING_END, STRING_FILL + 8 * STRING_QWORDS
     .set PUSHED, 0x1122334455667788
+    .set SPANNING, 0x320000 - 3     /* mov $imm32, %eax with two bytes on each page */
 
     .bss
     .balign 8
@@ -87,6 +90,8 @@ cx16_label:
     .asciz "cmpxchg16b: both outcomes and the value loaded"
 sreg_label:
     .asciz "mov r, sreg and leave: the selectors read"
+spanning_label:
+    .asciz "across pages: a hot instruction's bytes on its second page rewritten"
 
     .text
     .code64
@@ -101,6 +106,7 @@ image_main:
     call check_fault_mid_block
     call check_sse
     call check_strings
+    call check_spanning
     jmp report_checks
 
 /* write_returner(%rdi = where, %esi = value): writes mov $value, %eax; ret at %rdi. */
@@ -454,6 +460,24 @@ push_once:
     pop %rdx
     sub %rdx, %rax
     add %rdx, %rax
+    ret
+
+/* A function whose MOV's immediate straddles two pages returns 0x11112222 until it is hot,
+ * then the immediate's half on the second page changes. */
+check_spanning:
+    push %rbx
+    mov $SPANNING, %ebx
+    mov %ebx, %edi
+    mov $0x11112222, %esi
+    call write_returner
+    call call_hot
+    movw $0x3333, SPANNING + 3
+    call *%rbx
+    lea spanning_label(%rip), %rdi
+    mov %eax, %esi
+    mov $0x33332222, %edx
+    call check_equal
+    pop %rbx
     ret
 
 /* sreg_once: in a frame of its own, reads CS into EAX (zero-extending), SS into CX (the

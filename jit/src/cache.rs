@@ -39,6 +39,9 @@ pub(crate) enum Block {
         guest_bytes: u32,
         /// The guest instructions it runs (its prologue takes as many from the budget).
         instructions: u32,
+        /// For a block whose instruction runs into the next page: the guest frame that
+        /// page was at when it was translated.
+        next_frame: Option<u64>,
     },
     /// The first instruction is the interpreter's: this one (`None`: it crosses a page or
     /// does not decode).
@@ -96,13 +99,16 @@ impl CodeCache {
 
     /// Stores the block at `key`, its host code `code` assembled for
     /// [`CodeCache::next_address`], translated from `guest_bytes` of guest code holding
-    /// `instructions` it runs; its address, or `None` when the buffer is full.
+    /// `instructions` it runs, some of them in `next_frame` when its instruction runs into
+    /// the next page (the block goes with that frame's too); its address, or `None` when the
+    /// buffer is full.
     pub(crate) fn insert_code(
         &mut self,
         key: BlockKey,
         code: &[u8],
         guest_bytes: u32,
         instructions: u32,
+        next_frame: Option<u64>,
     ) -> Option<usize> {
         let address = self.buffer.append(code)?;
         self.insert(
@@ -111,8 +117,12 @@ impl CodeCache {
                 entry: address,
                 guest_bytes,
                 instructions,
+                next_frame,
             },
         );
+        if let Some(frame) = next_frame {
+            self.pages.entry(frame).or_default().push(key);
+        }
         Some(address)
     }
 

@@ -26,6 +26,11 @@ const CODE_BUFFER_BYTES: usize = 32 << 20;
 /// before the dispatcher looks again.
 const COLD_RUN: u32 = 64;
 
+/// The linear address of the page after the one holding `rip`.
+fn next_page(rip: u64) -> u64 {
+    (rip | 0xfff).wrapping_add(1)
+}
+
 /// How many jump contexts' epochs are kept before they are all dropped.
 const MAX_SAVED_JUMP_EPOCHS: usize = 1024;
 
@@ -180,7 +185,15 @@ impl Jit {
                 entry,
                 guest_bytes,
                 instructions,
+                next_frame,
             }) => {
+                // An instruction running into the next page: that page must still be the
+                // frame its bytes came from (if not, the interpreter runs it).
+                if let Some(frame) = next_frame
+                    && cpu.code_page(next_page(key.rip)).map(|p| p.gpa >> 12) != Some(frame)
+                {
+                    return Err(Stop::Interpret);
+                }
                 self.counters.cache_hits += 1;
                 return Ok((entry, guest_bytes, instructions));
             }
@@ -210,8 +223,25 @@ impl Jit {
             sse: context.sse,
             float: context.float,
         };
+        let mut spanning = Vec::new();
+        let mut next_frame = None;
         for attempt in 0..2 {
-            match translate(bytes, start, self.cache.next_address(), self.runtime) {
+            let code = if next_frame.is_some() {
+                &spanning[..]
+            } else {
+                bytes
+            };
+            match translate(code, start, self.cache.next_address(), self.runtime) {
+                Translation::Untranslated(None) if next_frame.is_none() && attempt == 0 => {
+                    // Perhaps an instruction running into the next page: its bytes follow.
+                    let Some(frame) = self.next_page_bytes(cpu, key.rip, bytes, &mut spanning)
+                    else {
+                        self.cache.insert_interpreted(key, None);
+                        self.counters.count_fallback(None);
+                        return Err(Stop::Interpret);
+                    };
+                    next_frame = Some(frame);
+                }
                 Translation::Untranslated(mnemonic) => {
                     self.cache.insert_interpreted(key, mnemonic);
                     self.counters.count_fallback(mnemonic);
@@ -223,6 +253,7 @@ impl Jit {
                         &block.code,
                         block.guest_bytes,
                         block.instructions,
+                        next_frame,
                     ) {
                         self.counters.blocks_translated += 1;
                         self.counters.host_bytes += block.code.len() as u64;
@@ -242,6 +273,35 @@ impl Jit {
             }
         }
         Err(Stop::Interpret)
+    }
+
+    /// The bytes of the page at `rip` from it on (`bytes`) followed by the first bytes of the
+    /// next page, into `spanning`, and that page's frame, which stores must now take the slow
+    /// path to (they invalidate the block); `None` when `rip` is not within an instruction's
+    /// length of the page's end, or the next page cannot be fetched from.
+    fn next_page_bytes(
+        &mut self,
+        cpu: &mut Interpreter,
+        rip: u64,
+        bytes: &[u8],
+        spanning: &mut Vec<u8>,
+    ) -> Option<u64> {
+        const LONGEST_INSTRUCTION: usize = 15;
+        if bytes.len() >= LONGEST_INSTRUCTION {
+            return None;
+        }
+        let next = cpu.code_page(next_page(rip))?;
+        let frame = next.gpa >> 12;
+        cpu.protect_code(umbra_mmu::addr::Gfn(frame));
+        // SAFETY: as for the first page: the host address of the next page's frame, RAM
+        // that stays mapped while the vCPU runs, read within the page.
+        let more = unsafe {
+            std::slice::from_raw_parts(next.host_page, LONGEST_INSTRUCTION - bytes.len())
+        };
+        spanning.clear();
+        spanning.extend_from_slice(bytes);
+        spanning.extend_from_slice(more);
+        Some(frame)
     }
 
     /// Brings generated code's view of the TLB up to date ([`follow_tlb`]) and switches to

@@ -134,7 +134,8 @@ enum Lowering {
 }
 
 /// Translates the block starting at `start`, whose bytes run to the end of its page in
-/// `bytes`, for host address `base`.
+/// `bytes` (and on into the next page for an instruction that does), for host address
+/// `base`.
 pub(crate) fn translate(
     bytes: &[u8],
     start: BlockStart,
@@ -214,7 +215,12 @@ pub(crate) fn translate(
 fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)> {
     let mut decoder = Decoder::with_ip(64, bytes, start.rip, DecoderOptions::NONE);
     let mut instructions = Vec::new();
-    while instructions.len() < MAX_BLOCK_INSTRUCTIONS && decoder.can_decode() {
+    // Bytes past the page are there for an instruction that starts on it and runs on.
+    let page_left = 0x1000 - (start.rip & 0xfff);
+    while instructions.len() < MAX_BLOCK_INSTRUCTIONS
+        && decoder.can_decode()
+        && decoder.ip().wrapping_sub(start.rip) < page_left
+    {
         let instruction = decoder.decode();
         if decoder.last_error() != DecoderError::None {
             break;
