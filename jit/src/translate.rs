@@ -1039,17 +1039,11 @@ impl BlockTranslator {
     /// LEAVE: RBP <- the qword at RBP, RSP <- RBP + 8 (the load first: it may fault). Every
     /// register must have been flushed.
     fn leave(&mut self, i: &Instruction) {
-        self.emitter.spill_flags();
-        let frame = offset::gpr(RBP);
-        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + frame]);
-        self.translate_address(i, 8, false);
+        self.qword_load(i, RBP, 0);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; mov rax, QWORD [r14]
-            ; mov rcx, QWORD [r15 + frame]
-            ; lea rcx, [rcx + 8]
             ; mov QWORD [r15 + offset::gpr(reg::RSP)], rcx
-            ; mov QWORD [r15 + frame], rax
+            ; mov QWORD [r15 + offset::gpr(RBP)], rax
         );
     }
 
@@ -1574,23 +1568,25 @@ impl BlockTranslator {
         );
     }
 
-    /// RAX <- the qword at the top of the stack; RCX <- RSP + 8 + `release`, not yet stored.
-    fn stack_load(&mut self, i: &Instruction, release: i32) {
+    /// RAX <- the qword at the address in guest register `base` (in the context); RCX <- that
+    /// address + 8 + `release`, not yet stored (with RSP: a pop, releasing `release` bytes
+    /// more).
+    fn qword_load(&mut self, i: &Instruction, base: u8, release: i32) {
         self.emitter.spill_flags();
-        let stack_pointer = offset::gpr(reg::RSP);
-        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + stack_pointer]);
+        let at = offset::gpr(base);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov r14, QWORD [r15 + at]);
         self.translate_address(i, 8, false);
         dynasm!(self.emitter.ops
             ; .arch x64
             ; mov rax, QWORD [r14]
-            ; mov rcx, QWORD [r15 + stack_pointer]
+            ; mov rcx, QWORD [r15 + at]
             ; lea rcx, [rcx + (8 + release)]
         );
     }
 
     /// POP r64: RSP moves first, so that POP RSP loads the value popped.
     fn pop(&mut self, i: &Instruction) {
-        self.stack_load(i, 0);
+        self.qword_load(i, reg::RSP, 0);
         let dst = gpr_number(i.op0_register());
         dynasm!(self.emitter.ops
             ; .arch x64
@@ -1606,7 +1602,7 @@ impl BlockTranslator {
         } else {
             i32::from(i.immediate16())
         };
-        self.stack_load(i, release);
+        self.qword_load(i, reg::RSP, release);
         dynasm!(self.emitter.ops ; .arch x64 ; mov rdx, rcx);
         self.emitter.require_canonical_rax(self.before(i.ip()));
         dynasm!(self.emitter.ops
