@@ -171,18 +171,29 @@ pub struct JumpEntry {
     pub epoch: u64,
     /// The block's host code.
     pub entry: u64,
-    padding: u64,
+    /// The block's guest physical address and context ([`JumpEntry::block_tag`]), by which
+    /// the dispatcher may take the entry up again in a later epoch.
+    pub block: u64,
 }
 
 impl JumpEntry {
-    /// The entry for `rip`'s block at `entry`, in `epoch`.
-    pub fn new(rip: u64, epoch: u64, entry: u64) -> JumpEntry {
+    /// The entry for `rip`'s block at `entry`, in `epoch`, tagged `block`.
+    pub fn new(rip: u64, epoch: u64, entry: u64, block: u64) -> JumpEntry {
         JumpEntry {
             rip,
             epoch,
             entry,
-            padding: 0,
+            block,
         }
+    }
+
+    /// What names a block besides its RIP: the guest physical address of its first
+    /// instruction, and the TLB read bit, SSE and floating-point settings of its context.
+    pub fn block_tag(gpa: u64, read_bit: u16, sse: bool, float: bool) -> u64 {
+        (gpa << 8)
+            | u64::from(read_bit.trailing_zeros()) << 2
+            | u64::from(sse) << 1
+            | u64::from(float)
     }
 }
 

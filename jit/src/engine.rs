@@ -67,6 +67,9 @@ pub struct Jit {
     jump_key: Option<JumpKey>,
     /// The epochs of the other jump contexts met, with the generation they were left in.
     jump_epochs: FxHashMap<JumpKey, (u64, u64)>,
+    /// The first epoch since blocks last went: jump-cache entries of earlier ones must not
+    /// be taken up again.
+    blocks_epoch: u64,
 }
 
 /// What a jump-cache epoch holds for besides the TLB's contents: the root's TLB tag, and the
@@ -103,6 +106,7 @@ impl Jit {
             jump_cache,
             jump_key: None,
             jump_epochs: FxHashMap::default(),
+            blocks_epoch: 1,
         })
     }
 
@@ -157,7 +161,7 @@ impl Jit {
             return;
         }
         // Blocks may go: the jump cache must not lead to them.
-        self.context.end_jump_epochs();
+        self.forget_jump_targets();
         match shadow.code_written_between(self.code_generation, generation) {
             Some(frames) => {
                 for gfn in frames {
@@ -267,7 +271,7 @@ impl Jit {
                     if attempt == 0 {
                         self.counters.invalidations += self.cache.flush() as u64;
                         self.counters.flushes += 1;
-                        self.context.end_jump_epochs();
+                        self.forget_jump_targets();
                     }
                 }
             }
@@ -302,6 +306,45 @@ impl Jit {
         spanning.extend_from_slice(bytes);
         spanning.extend_from_slice(more);
         Some(frame)
+    }
+
+    /// Ends every jump-cache epoch because blocks may be gone: no entry filled before may be
+    /// taken up again.
+    fn forget_jump_targets(&mut self) {
+        self.context.end_jump_epochs();
+        self.blocks_epoch = self.context.jump_epoch;
+    }
+
+    /// The block at `rip` from the jump cache: an entry of this epoch, or one of an earlier
+    /// epoch since blocks last went (a root switch or a TLB invalidation ended it) whose
+    /// block is the one `rip` translates to now, in this context. Blocks whose instruction
+    /// runs into the next page are taken up only in their own epoch (their second page is
+    /// not checked here).
+    fn jump_cache_entry(
+        &mut self,
+        cpu: &mut Interpreter,
+        rip: u64,
+        context: CpuContext,
+    ) -> Option<usize> {
+        let index = context::jump_index(rip);
+        let cached = self.jump_cache[index];
+        if cached.rip != rip {
+            return None;
+        }
+        if cached.epoch == self.context.jump_epoch {
+            return Some(cached.entry as usize);
+        }
+        let near_page_end = rip & 0xfff > 0x1000 - 16;
+        if cached.epoch < self.blocks_epoch || near_page_end {
+            return None;
+        }
+        let page = cpu.code_page(rip)?;
+        let tag = JumpEntry::block_tag(page.gpa, context.read_bit, context.sse, context.float);
+        if cached.block != tag {
+            return None;
+        }
+        self.jump_cache[index].epoch = self.context.jump_epoch;
+        Some(cached.entry as usize)
     }
 
     /// Brings generated code's view of the TLB up to date ([`follow_tlb`]) and switches to
@@ -359,7 +402,7 @@ impl Jit {
         ctx.tlb_entries = tlb.entries as u64;
         if !breakpoints.is_empty() {
             // Blocks run one at a time: none may find the next in the jump cache.
-            ctx.end_jump_epochs();
+            self.forget_jump_targets();
         }
         let mut patch: Option<(usize, u64)> = None;
         let stop = loop {
@@ -372,9 +415,7 @@ impl Jit {
                 if !self.follow_jump_context(cpu, context) {
                     break Stop::Interpret;
                 }
-                let cached = self.jump_cache[context::jump_index(rip)];
-                (cached.rip == rip && cached.epoch == self.context.jump_epoch)
-                    .then_some(cached.entry as usize)
+                self.jump_cache_entry(cpu, rip, context)
             } else {
                 None
             };
@@ -405,8 +446,14 @@ impl Jit {
                     break Stop::Interpret;
                 }
                 if breakpoints.is_empty() {
+                    let tag = JumpEntry::block_tag(
+                        page.gpa,
+                        context.read_bit,
+                        context.sse,
+                        context.float,
+                    );
                     self.jump_cache[context::jump_index(rip)] =
-                        JumpEntry::new(rip, self.context.jump_epoch, block.0 as u64);
+                        JumpEntry::new(rip, self.context.jump_epoch, block.0 as u64, tag);
                 }
                 block
             };
