@@ -49,7 +49,7 @@ pub struct BrowserRow {
 /// What the browser pane shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrowserView {
-    /// Where the table is: "CR3 0x1000 > PML4E[0] > PDPTE[3]".
+    /// Where the table is: `CR3 0x1000 > PML4E[0] > PDPTE[3]`.
     pub path: String,
     /// The table's present entries.
     pub rows: Vec<BrowserRow>,
