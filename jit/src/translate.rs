@@ -16,8 +16,8 @@
 
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{
-    Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, Instruction,
-    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
+    Code, ConditionCode, CpuidFeature, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl,
+    Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
 };
 use umbra_cpu::interp::cpuid;
 use umbra_mmu::tlb::InlineTlb;
@@ -169,6 +169,7 @@ pub(crate) fn translate(
         self_loop: None,
         decoded: instructions.len() as u32,
         side_exits: Vec::new(),
+        in_sti_shadow: false,
     };
     block.prologue();
     if let Some(registers) = self_loop {
@@ -180,6 +181,7 @@ pub(crate) fn translate(
             ended = true;
             break;
         }
+        block.in_sti_shadow = is_native_sti(instruction);
         block.index += 1;
     }
     if !ended {
@@ -227,9 +229,13 @@ fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)>
         }
         let mut lowered = lowering(&instruction, start);
         // The instruction in STI's shadow ends the block; one that transfers control is the
-        // interpreter's, so that the dispatcher sees the interrupts enabled right after it.
+        // interpreter's (but RET, which leaves for the vCPU's loop), so that interrupts are
+        // delivered right after it.
         let shadowed = instructions.last().is_some_and(|(i, _)| is_native_sti(i));
-        if shadowed && instruction.flow_control() != FlowControl::Next {
+        if shadowed
+            && instruction.flow_control() != FlowControl::Next
+            && lowered != Lowering::Return
+        {
             lowered = Lowering::Interpret;
         }
         instructions.push((instruction, lowered));
@@ -444,7 +450,16 @@ fn runs_natively(i: &Instruction) -> bool {
             | Sfence
     ) || is_setcc_or_cmovcc(i)
         || is_divide(i);
-    if !family || !i.cpuid_features().iter().all(|&f| cpuid::advertises(f)) {
+    // TZCNT is the guest's whether or not BMI1 is advertised (without it, REP BSF runs as
+    // TZCNT on processors that have it, and the interpreter does the same): the host's runs
+    // it when it has BMI1.
+    let available = |f: CpuidFeature| {
+        cpuid::advertises(f)
+            || (f == CpuidFeature::BMI1
+                && i.mnemonic() == Tzcnt
+                && std::arch::is_x86_feature_detected!("bmi1"))
+    };
+    if !family || !i.cpuid_features().iter().all(|&f| available(f)) {
         return false;
     }
     // iced's flag bits: OF, SF, ZF, AF, CF, PF are the low six.
@@ -715,6 +730,8 @@ struct BlockTranslator {
     /// Conditional branches inside the block: their taken way's label, exit point, target,
     /// and where the flags were.
     side_exits: Vec<(DynamicLabel, ExitPoint, u64, FlagState)>,
+    /// Whether the instruction being translated follows an STI (it is in its shadow).
+    in_sti_shadow: bool,
 }
 
 impl BlockTranslator {
@@ -1611,7 +1628,13 @@ impl BlockTranslator {
             ; mov QWORD [r15 + offset::RIP], rax
         );
         let at = self.after(0);
-        self.emitter.exit_stored_rip(Exit::Jump, at);
+        // In STI's shadow, back to the vCPU's loop, which delivers the interrupts pending.
+        let exit = if self.in_sti_shadow {
+            Exit::Budget
+        } else {
+            Exit::Jump
+        };
+        self.emitter.exit_stored_rip(exit, at);
     }
 
     /// RBX <- the target of an indirect JMP or CALL, checked canonical (RBX is callee-saved:
