@@ -19,7 +19,8 @@
  *   - CMPXCHG16B that succeeds, then fails and loads the new value;
  *   - segment selectors read into 16-, 32- and 64-bit registers, in a frame LEAVE ends;
  *   - an instruction that runs into the next page, run hot, then its bytes on the second
- *     page rewritten.
+ *     page rewritten;
+ *   - SWAPGS, with GS-relative loads on either side.
  */
     .include "umbra.inc"
     IMAGE_STRINGS jit-test
@@ -44,6 +45,10 @@
     .set STRING_END, STRING_FILL + 8 * STRING_QWORDS
     .set PUSHED, 0x1122334455667788
     .set SPANNING, 0x320000 - 3     /* mov $imm32, %eax with two bytes on each page */
+    .set MSR_GS_BASE, 0xc0000101
+    .set MSR_KERNEL_GS_BASE, 0xc0000102
+    .set GS_WORD, 0x111             /* the qword at GS's base */
+    .set KERNEL_GS_WORD, 0x2220     /* the qword at IA32_KERNEL_GS_BASE */
 
     .bss
     .balign 8
@@ -54,6 +59,10 @@ bit_string:
     .balign 16
 double_quad:
     .skip 16
+gs_word:
+    .skip 8
+kernel_gs_word:
+    .skip 8
 
     .section .rodata
 smc_outside_label:
@@ -92,6 +101,8 @@ sreg_label:
     .asciz "mov r, sreg and leave: the selectors read"
 spanning_label:
     .asciz "across pages: a hot instruction's bytes on its second page rewritten"
+swapgs_label:
+    .asciz "swapgs: the qwords read through gs after each"
 
     .text
     .code64
@@ -107,6 +118,7 @@ image_main:
     call check_sse
     call check_strings
     call check_spanning
+    call check_swapgs
     jmp report_checks
 
 /* write_returner(%rdi = where, %esi = value): writes mov $value, %eax; ret at %rdi. */
@@ -479,6 +491,44 @@ check_spanning:
     mov %eax, %esi
     mov $0x33332222, %edx
     call check_equal
+    pop %rbx
+    ret
+
+/* swapgs_once: reads %gs:0 after SWAPGS and after SWAPGS again; returns the first plus
+ * twice the second. */
+swapgs_once:
+    swapgs
+    mov %gs:0, %rax
+    swapgs
+    mov %gs:0, %rdx
+    lea (%rax, %rdx, 2), %rax
+    ret
+
+/* GS's base at gs_word, IA32_KERNEL_GS_BASE at kernel_gs_word, swapgs_once run hot; both
+ * bases are zero again after. */
+check_swapgs:
+    push %rbx
+    movq $GS_WORD, gs_word
+    movq $KERNEL_GS_WORD, kernel_gs_word
+    xor %edx, %edx
+    mov $MSR_GS_BASE, %ecx
+    mov $gs_word, %eax
+    wrmsr
+    mov $MSR_KERNEL_GS_BASE, %ecx
+    mov $kernel_gs_word, %eax
+    wrmsr
+    lea swapgs_once(%rip), %rbx
+    call call_hot
+    lea swapgs_label(%rip), %rdi
+    mov %rax, %rsi
+    mov $KERNEL_GS_WORD + 2 * GS_WORD, %edx
+    call check_equal
+    xor %eax, %eax
+    xor %edx, %edx
+    mov $MSR_GS_BASE, %ecx
+    wrmsr
+    mov $MSR_KERNEL_GS_BASE, %ecx
+    wrmsr
     pop %rbx
     ret
 

@@ -25,7 +25,7 @@ fn run(rom: &str, args: &[&str]) -> String {
     let out = run_umbra(&all);
     let serial = text(&out.stdout);
     assert!(
-        out.status.success() && serial.contains("umbra jit-test: all 18 checks passed"),
+        out.status.success() && serial.contains("umbra jit-test: all 19 checks passed"),
         "{args:?}: {}\n{serial}{}",
         out.status,
         text(&out.stderr)

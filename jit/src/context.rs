@@ -26,6 +26,8 @@ pub struct BlockContext {
     pub fs_base: u64,
     /// GS's base.
     pub gs_base: u64,
+    /// IA32_KERNEL_GS_BASE, which SWAPGS exchanges with GS's base.
+    pub kernel_gs_base: u64,
     /// Two counts in one ([`budget`]): in bits 63:24, the instructions blocks may still
     /// start (a block entered with fewer than its length left exits before running any); in
     /// bits 23:0, the memory accesses that reached the inline TLB lookup. A block's prologue
@@ -236,6 +238,8 @@ pub mod offset {
     pub const FS_BASE: i32 = offset_of!(BlockContext, fs_base) as i32;
     /// GS's base.
     pub const GS_BASE: i32 = offset_of!(BlockContext, gs_base) as i32;
+    /// IA32_KERNEL_GS_BASE.
+    pub const KERNEL_GS_BASE: i32 = offset_of!(BlockContext, kernel_gs_base) as i32;
     /// The budget and access count.
     pub const BUDGET: i32 = offset_of!(BlockContext, budget) as i32;
     /// The TLB's first entry.

@@ -395,6 +395,7 @@ impl Jit {
         ctx.parked_flags = context::park_flags(regs.rflags);
         ctx.fs_base = context.fs_base;
         ctx.gs_base = context.gs_base;
+        ctx.kernel_gs_base = cpu.kernel_gs_base();
         ctx.tsc_offset = cpu.tsc_offset();
         ctx.selectors = cpu.selectors();
         ctx.budget = budget::new(*left);
@@ -515,6 +516,7 @@ impl Jit {
             rip: ctx.rip,
             rflags: context::unpark_flags(ctx.rflags, ctx.parked_flags),
         });
+        cpu.set_gs_bases(ctx.gs_base, ctx.kernel_gs_base);
         self.counters.slow_accesses += ctx.slow_accesses;
         let accesses = budget::accesses(ctx.budget);
         cpu.retire_translated(retired, accesses.saturating_sub(ctx.slow_accesses));

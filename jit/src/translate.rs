@@ -123,6 +123,8 @@ enum Lowering {
     ReadSelector,
     /// LEAVE.
     Leave,
+    /// SWAPGS at CPL 0: GS's base and IA32_KERNEL_GS_BASE exchanged in the context.
+    SwapGs,
     /// CLD or STD; CLI, STI, STAC or CLAC at CPL 0: sets (`set`) or clears the RFLAGS bits
     /// in `mask`. STI, whose interrupt shadow covers the next instruction, ends the block
     /// after that one, back in the vCPU's loop (as [`Exit::Budget`] does), which delivers the
@@ -288,6 +290,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
             Lowering::ReadSelector
         }
         Leaveq => Lowering::Leave,
+        Swapgs if start.at_cpl0() => Lowering::SwapGs,
         Cld | Std => Lowering::SystemFlag {
             mask: RFLAGS_DF,
             set: i.code() == Std,
@@ -905,6 +908,13 @@ impl BlockTranslator {
             }
             Lowering::ReadTsc => self.read_tsc(),
             Lowering::ReadSelector => self.read_selector(i),
+            Lowering::SwapGs => dynasm!(self.emitter.ops
+                ; .arch x64
+                ; mov r12, QWORD [r15 + offset::GS_BASE]
+                ; mov r13, QWORD [r15 + offset::KERNEL_GS_BASE]
+                ; mov QWORD [r15 + offset::GS_BASE], r13
+                ; mov QWORD [r15 + offset::KERNEL_GS_BASE], r12
+            ),
             Lowering::Leave => {
                 self.emitter.flush(ALL_REGISTERS);
                 self.leave(i);

@@ -171,6 +171,18 @@ impl Interpreter {
         }
     }
 
+    /// IA32_KERNEL_GS_BASE, which SWAPGS exchanges with GS's base, for generated code that
+    /// runs SWAPGS: valid until the vCPU next runs an instruction itself.
+    pub fn kernel_gs_base(&self) -> u64 {
+        self.msr.kernel_gs_base
+    }
+
+    /// Sets GS's base and IA32_KERNEL_GS_BASE, as generated code that ran SWAPGS left them.
+    pub fn set_gs_bases(&mut self, gs_base: u64, kernel_gs_base: u64) {
+        self.sregs.gs.base = gs_base;
+        self.msr.kernel_gs_base = kernel_gs_base;
+    }
+
     /// The segment selectors, in the encoding's order (ES, CS, SS, DS, FS, GS), for generated
     /// code that reads them: valid until the vCPU next runs an instruction itself.
     pub fn selectors(&self) -> [u16; 6] {
