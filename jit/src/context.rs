@@ -74,8 +74,9 @@ pub struct BlockContext {
     /// The vCPU's TLB invalidations of code pages when the epoch was last checked against
     /// them.
     pub tlb_code_invalidations: u64,
-    /// Bumped whenever every epoch ends ([`BlockContext::end_jump_epochs`]).
-    pub jump_generation: u64,
+    /// The epoch every epoch last ended at ([`BlockContext::end_jump_epochs`]): those before
+    /// it are dead (epochs only grow).
+    pub first_live_epoch: u64,
     /// The last epoch handed out: epochs are never reused.
     pub last_jump_epoch: u64,
     /// On an [`Exit::Interpret`]: the number of the mnemonic of the instruction the block
@@ -138,17 +139,16 @@ impl BlockContext {
     /// Ends every jump-cache epoch, the current one and those saved for other contexts:
     /// translations or blocks the entries rest on may have gone.
     pub fn end_jump_epochs(&mut self) {
-        self.jump_generation += 1;
         self.jump_epoch = self.new_jump_epoch();
+        self.first_live_epoch = self.jump_epoch;
     }
 
-    /// Switches to the epoch `saved` (an epoch and the generation it was saved in), when
-    /// that generation is still current, or else to a new one; returns the epoch left, for
-    /// the context being left, with the current generation.
-    pub fn switch_jump_epoch(&mut self, saved: Option<(u64, u64)>) -> (u64, u64) {
-        let left = (self.jump_epoch, self.jump_generation);
+    /// Switches to the epoch `saved`, a context's left earlier, when it is still live, or
+    /// else to a new one; returns the epoch left.
+    pub fn switch_jump_epoch(&mut self, saved: Option<u64>) -> u64 {
+        let left = self.jump_epoch;
         self.jump_epoch = match saved {
-            Some((epoch, generation)) if generation == self.jump_generation => epoch,
+            Some(epoch) if epoch >= self.first_live_epoch => epoch,
             _ => self.new_jump_epoch(),
         };
         left

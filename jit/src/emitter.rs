@@ -309,7 +309,6 @@ impl Emitter {
     /// (numbered as in Jcc's opcode, 0 = O .. 15 = G); both ways leave with the flags
     /// parked.
     pub(crate) fn branch_on_flags(&mut self, cc: u8, taken: DynamicLabel) {
-        self.load_flags();
         self.park_flags();
         self.jump_on_flags(cc, taken);
         self.flags.in_host = false;
@@ -475,7 +474,8 @@ impl Emitter {
     /// none gives one, the block leaves at `exit` for the interpreter. With `run`, the
     /// access is a string instruction's elements, RBP bytes of them, all in the page
     /// (checked before): the slow path is told the whole run's length, since a store there
-    /// may need the shadow entries it overwrites zapped first. The flags must be parked. Clobbers R12 and R13.
+    /// may need the shadow entries it overwrites zapped first. The flags must be parked.
+    /// Clobbers R12 and R13.
     pub(crate) fn translate_address(
         &mut self,
         size: u32,

@@ -26,6 +26,9 @@ const CODE_BUFFER_BYTES: usize = 32 << 20;
 /// before the dispatcher looks again.
 const COLD_RUN: u32 = 64;
 
+/// The longest an x86 instruction is, in bytes.
+const LONGEST_INSTRUCTION: usize = 15;
+
 /// The linear address of the page after the one holding `rip`.
 fn next_page(rip: u64) -> u64 {
     (rip | 0xfff).wrapping_add(1)
@@ -65,8 +68,8 @@ pub struct Jit {
     jump_cache: Box<[JumpEntry]>,
     /// What the jump cache's epoch was started for: the root and the privilege context.
     jump_key: Option<JumpKey>,
-    /// The epochs of the other jump contexts met, with the generation they were left in.
-    jump_epochs: FxHashMap<JumpKey, (u64, u64)>,
+    /// The epochs the other jump contexts met were left in.
+    jump_epochs: FxHashMap<JumpKey, u64>,
     /// The first epoch since blocks last went: jump-cache entries of earlier ones must not
     /// be taken up again.
     blocks_epoch: u64,
@@ -263,8 +266,13 @@ impl Jit {
                         self.counters.host_bytes += block.code.len() as u64;
                         self.counters.guest_instructions += u64::from(block.instructions);
                         // Translating protected the frame: the TLB must drop direct stores
-                        // to it before the block runs.
+                        // to it before the block runs; a flush gives the root a new tag,
+                        // which generated code must look under, and ends the jump cache's
+                        // epoch.
                         cpu.begin_block();
+                        if !self.follow_jump_context(cpu, context) {
+                            return Err(Stop::Interpret);
+                        }
                         return Ok((entry, block.guest_bytes, block.instructions));
                     }
                     // The buffer is full: start over, once.
@@ -290,7 +298,6 @@ impl Jit {
         bytes: &[u8],
         spanning: &mut Vec<u8>,
     ) -> Option<u64> {
-        const LONGEST_INSTRUCTION: usize = 15;
         if bytes.len() >= LONGEST_INSTRUCTION {
             return None;
         }
@@ -334,7 +341,7 @@ impl Jit {
         if cached.epoch == self.context.jump_epoch {
             return Some(cached.entry as usize);
         }
-        let near_page_end = rip & 0xfff > 0x1000 - 16;
+        let near_page_end = 0x1000 - (rip & 0xfff) < LONGEST_INSTRUCTION as u64;
         if cached.epoch < self.blocks_epoch || near_page_end {
             return None;
         }
@@ -410,12 +417,12 @@ impl Jit {
             cpu.begin_block();
             self.catch_up(cpu);
             let rip = self.context.rip;
+            if !self.follow_jump_context(cpu, context) {
+                break Stop::Interpret;
+            }
             // Without breakpoints, the jump cache first, as generated code looks (after an
             // exit to the interpreter, the next block is mostly there).
             let cached = if breakpoints.is_empty() {
-                if !self.follow_jump_context(cpu, context) {
-                    break Stop::Interpret;
-                }
                 self.jump_cache_entry(cpu, rip, context)
             } else {
                 None
@@ -440,12 +447,6 @@ impl Jit {
                     // `block` counted the instruction left to the interpreter.
                     Err(stop) => break stop,
                 };
-                // The TLB may have been flushed since the last look (translating flushes it,
-                // to protect the code's frame), giving the root a new tag: generated code must
-                // look under it, and the jump cache's epoch must end.
-                if !self.follow_jump_context(cpu, context) {
-                    break Stop::Interpret;
-                }
                 if breakpoints.is_empty() {
                     let tag = JumpEntry::block_tag(
                         page.gpa,

@@ -248,8 +248,13 @@ fn decode_block(bytes: &[u8], start: BlockStart) -> Vec<(Instruction, Lowering)>
         let ends = lowered == Lowering::Interpret
             || shadowed
             || (instruction.flow_control() != FlowControl::Next && !side_exit)
-            || (matches!(lowered, Lowering::SystemFlag { .. })
-                && matches!(instruction.mnemonic(), Mnemonic::Stac | Mnemonic::Clac));
+            || matches!(
+                lowered,
+                Lowering::SystemFlag {
+                    mask: RFLAGS_AC,
+                    ..
+                }
+            );
         if ends {
             break;
         }
@@ -660,9 +665,9 @@ fn register_at(base: Register, n: u8) -> Register {
 }
 
 /// For a block that loops to its own start (its last instruction jumps there, and every
-/// other runs natively, computes an address, does nothing or leaves on a branch taken): the homes its body uses, and
-/// those it writes, which stay in their host registers from one iteration to the next.
-/// `None` for any other block.
+/// other runs natively, computes an address, does nothing or leaves on a branch taken): the
+/// homes its body uses, and those it writes, which stay in their host registers from one
+/// iteration to the next. `None` for any other block.
 fn loop_registers(
     instructions: &[(Instruction, Lowering)],
     rip: u64,
@@ -927,7 +932,8 @@ impl BlockTranslator {
                 } else {
                     dynasm!(rflags ; .arch x64 ; and QWORD [r15 + offset::RFLAGS], !mask);
                 }
-                if matches!(i.mnemonic(), Mnemonic::Stac | Mnemonic::Clac) {
+                // EFLAGS.AC names the privilege context (under SMAP).
+                if mask == RFLAGS_AC {
                     let at = self.after(i.next_ip());
                     self.emitter.exit(Exit::Dispatch, at);
                     return true;
@@ -1662,7 +1668,6 @@ impl BlockTranslator {
         dynasm!(self.emitter.ops ; .arch x64 ; mov rbx, rax);
     }
 
-    /// Jcc: both ways leave the block.
     /// A conditional branch inside the block: the taken way leaves (its exit out of line, at
     /// the block's end), the other goes on in the block with the registers kept in their
     /// homes.
@@ -1686,6 +1691,7 @@ impl BlockTranslator {
         }
     }
 
+    /// Jcc at the block's end: both ways leave the block.
     fn branch(&mut self, i: &Instruction) {
         let cc = condition_number(i.condition_code());
         // Both ways leave: the context is brought up to date once, before the branch; but

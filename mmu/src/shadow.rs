@@ -788,10 +788,12 @@ impl ShadowMmu {
         let guard = epoch::pin();
         let first = gpa.page_offset() / 8;
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
-        // Only a present entry zapped can have translations in a TLB (a store that fills a
-        // guest entry the shadow never mirrored, the common case, needs no flush): a leaf's
-        // are those to its frames; a table's, anything.
-        let mut flush: Option<FlushScope> = None;
+        // Only a present entry zapped, or a flooded page, can have translations in a TLB (a
+        // store that fills a guest entry the shadow never mirrored, the common case, needs no
+        // flush): a leaf's are those to its frames; a table's, anything.
+        let mut flush = false;
+        let mut runs: Vec<(Gfn, u64)> = Vec::new();
+        let mut all = false;
         for (root, page, role) in pages {
             let Some(tree) = roots.get(&root) else {
                 continue;
@@ -809,25 +811,17 @@ impl ShadowMmu {
             let writes = shadow.writes_unused.fetch_add(entries, Ordering::Relaxed) + entries;
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
+                flush = true;
                 // A last-level page's translations are those to its leaves' frames.
-                let scope = if shadow.role.level() == 1 {
+                if shadow.role.level() == 1 {
                     let leaves = (0..ENTRIES)
                         .map(|slot| shadow.get(slot))
-                        .filter(|spte| spte.is_present())
-                        .map(|spte| (spte.gfn(), 1));
-                    FlushScope::Frames(leaves.collect())
+                        .filter(|spte| spte.is_present());
+                    runs.extend(leaves.map(|spte| (spte.gfn(), 1)));
                 } else {
-                    FlushScope::All
-                };
+                    all = true;
+                }
                 self.unlink_and_free(root, &mut state, page, &guard);
-                flush = Some(match (flush, scope) {
-                    (Some(FlushScope::Frames(mut runs)), FlushScope::Frames(more)) => {
-                        runs.extend(more);
-                        FlushScope::Frames(runs)
-                    }
-                    (None, scope) => scope,
-                    _ => FlushScope::All,
-                });
                 continue;
             }
             for slot in first..=last {
@@ -835,19 +829,19 @@ impl ShadowMmu {
                 if !self.zap_entry(root, &mut state, page, slot as usize, &guard) {
                     continue;
                 }
-                let scope = flush.get_or_insert(FlushScope::Frames(Vec::new()));
-                if let FlushScope::Frames(runs) = scope {
-                    if spte.is_leaf() {
-                        let frames = frames_at(shadow.role.level());
-                        runs.push((Gfn(spte.gfn().0 & !(frames - 1)), frames));
-                    } else {
-                        *scope = FlushScope::All;
-                    }
+                flush = true;
+                if spte.is_leaf() {
+                    let frames = frames_at(shadow.role.level());
+                    runs.push((Gfn(spte.gfn().0 & !(frames - 1)), frames));
+                } else {
+                    all = true;
                 }
             }
         }
-        if let Some(scope) = flush {
-            self.request_scoped_flush(scope);
+        if all {
+            self.request_flush();
+        } else if flush {
+            self.request_scoped_flush(FlushScope::Frames(runs));
         }
     }
 
