@@ -285,6 +285,9 @@ pub struct ShadowStats {
 /// How many flushes [`ShadowMmu::flushed_frames_between`] remembers.
 const FLUSH_LOG: usize = 64;
 
+/// The most frame runs a flush names: past them, it drops everything.
+const FLUSH_RUNS: usize = 1024;
+
 /// What a TLB flush the shadow MMU asks for must drop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlushScope {
@@ -790,7 +793,7 @@ impl ShadowMmu {
         let last = (gpa.page_offset() + len.max(1) as u64 - 1).min(4095) / 8;
         // Only a present entry zapped, or a flooded page, can have translations in a TLB (a
         // store that fills a guest entry the shadow never mirrored, the common case, needs no
-        // flush): a leaf's are those to its frames; a table's, anything.
+        // flush): those to the frames of the leaves it reached.
         let mut flush = false;
         let mut runs: Vec<(Gfn, u64)> = Vec::new();
         let mut all = false;
@@ -812,30 +815,16 @@ impl ShadowMmu {
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
                 flush = true;
-                // A last-level page's translations are those to its leaves' frames.
-                if shadow.role.level() == 1 {
-                    let leaves = (0..ENTRIES)
-                        .map(|slot| shadow.get(slot))
-                        .filter(|spte| spte.is_present());
-                    runs.extend(leaves.map(|spte| (spte.gfn(), 1)));
-                } else {
-                    all = true;
-                }
+                all |= !Self::leaf_frames(shadow, &mut runs);
                 self.unlink_and_free(root, &mut state, page, &guard);
                 continue;
             }
             for slot in first..=last {
                 let spte = shadow.get(slot as usize);
-                if !self.zap_entry(root, &mut state, page, slot as usize, &guard) {
-                    continue;
+                if spte.is_present() {
+                    all |= !Self::entry_frames(shadow, spte, &mut runs);
                 }
-                flush = true;
-                if spte.is_leaf() {
-                    let frames = frames_at(shadow.role.level());
-                    runs.push((Gfn(spte.gfn().0 & !(frames - 1)), frames));
-                } else {
-                    all = true;
-                }
+                flush |= self.zap_entry(root, &mut state, page, slot as usize, &guard);
             }
         }
         if all {
@@ -843,6 +832,29 @@ impl ShadowMmu {
         } else if flush {
             self.request_scoped_flush(FlushScope::Frames(runs));
         }
+    }
+
+    /// Adds to `runs` the frames that the leaves of `page` and of the pages below it map;
+    /// false, leaving `runs` as it may, when there are more than [`FLUSH_RUNS`] leaves (a
+    /// flush of everything is then cheaper than one of so many frames).
+    fn leaf_frames(page: &ShadowPage, runs: &mut Vec<(Gfn, u64)>) -> bool {
+        (0..ENTRIES)
+            .map(|slot| page.get(slot))
+            .filter(|spte| spte.is_present())
+            .all(|spte| Self::entry_frames(page, spte, runs))
+    }
+
+    /// [`ShadowMmu::leaf_frames`] for one present entry `spte` of `page`.
+    fn entry_frames(page: &ShadowPage, spte: Spte, runs: &mut Vec<(Gfn, u64)>) -> bool {
+        if spte.is_leaf() {
+            let frames = frames_at(page.role.level());
+            runs.push((Gfn(spte.gfn().0 & !(frames - 1)), frames));
+            return runs.len() <= FLUSH_RUNS;
+        }
+        // SAFETY: a page linked from a page of a live tree, under the tree's lock (the
+        // caller's): it is freed only after the unlink the caller makes next.
+        let child = unsafe { Self::page(spte.child().as_raw() as PagePtr) };
+        Self::leaf_frames(child, runs)
     }
 
     /// Clears one entry of `page`, freeing the subtree it alone linked to; whether it was

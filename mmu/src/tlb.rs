@@ -283,13 +283,9 @@ impl Tlb {
         if code {
             self.code_invalidations += 1;
         }
+        let runs = FrameRuns::new(runs);
         for entry in self.entries.iter_mut() {
-            let gfn = entry.gfn;
-            if entry.key != EMPTY_KEY
-                && runs
-                    .iter()
-                    .any(|&(first, count)| gfn.wrapping_sub(first.0) < count)
-            {
+            if entry.key != EMPTY_KEY && runs.contains(entry.gfn) {
                 *entry = Entry::default();
             }
         }
@@ -302,6 +298,51 @@ impl Tlb {
             let entry = &mut self.entries[Self::slot(gva, root)];
             if entry.key == Self::key(gva, root) {
                 *entry = Entry::default();
+            }
+        }
+    }
+}
+
+/// Runs of guest frames (first frame, count) to test frames against: a few as given, more
+/// sorted and merged for a binary search.
+enum FrameRuns<'a> {
+    Few(&'a [(Gfn, u64)]),
+    /// Disjoint (first frame, end) pairs, in order.
+    Sorted(Vec<(u64, u64)>),
+}
+
+impl<'a> FrameRuns<'a> {
+    /// Up to this many runs are tested one by one.
+    const FEW: usize = 8;
+
+    fn new(runs: &'a [(Gfn, u64)]) -> FrameRuns<'a> {
+        if runs.len() <= Self::FEW {
+            return FrameRuns::Few(runs);
+        }
+        let mut spans: Vec<(u64, u64)> = runs
+            .iter()
+            .map(|&(first, count)| (first.0, first.0.saturating_add(count)))
+            .collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        FrameRuns::Sorted(merged)
+    }
+
+    /// Whether frame `gfn` lies in a run.
+    fn contains(&self, gfn: u64) -> bool {
+        match self {
+            FrameRuns::Few(runs) => runs
+                .iter()
+                .any(|&(first, count)| gfn.wrapping_sub(first.0) < count),
+            FrameRuns::Sorted(spans) => {
+                let after = spans.partition_point(|&(start, _)| start <= gfn);
+                after > 0 && gfn < spans[after - 1].1
             }
         }
     }
@@ -434,6 +475,22 @@ mod tests {
         tlb.flush_frames(&[(Gfn(0x80), 1)], true);
         assert!(tlb.lookup(Gva(0x9000), 1, read).is_none());
         assert_eq!(tlb.code_invalidations(), code_before + 1);
+    }
+
+    #[test]
+    fn many_frame_runs_are_matched_like_few() {
+        let runs: Vec<(Gfn, u64)> = [(40, 4), (10, 1), (41, 10), (100, 512), (7, 2), (3, 1)]
+            .into_iter()
+            .cycle()
+            .take(12)
+            .map(|(first, count)| (Gfn(first), count))
+            .collect();
+        let few = FrameRuns::Few(&runs);
+        let sorted = FrameRuns::new(&runs);
+        assert!(matches!(sorted, FrameRuns::Sorted(_)));
+        for gfn in 0..700 {
+            assert_eq!(few.contains(gfn), sorted.contains(gfn), "frame {gfn}");
+        }
     }
 
     #[test]

@@ -296,6 +296,42 @@ fn a_store_zapping_a_leaf_flushes_only_its_frames_translations() {
 }
 
 #[test]
+fn a_store_zapping_a_table_link_flushes_only_the_frames_below_it() {
+    let (memslots, mut mmu) = machine();
+    let link = |frame: u64| (frame << 12) | 0x67;
+    // 2 MiB up: a second page table, mapping frame 120; and a spare one mapping frame 130.
+    memslots.write_u64(Gpa((6 << 12) + 8), link(10)).unwrap();
+    memslots.write_u64(Gfn(10).gpa(), link(120)).unwrap();
+    memslots.write_u64(Gfn(9).gpa(), link(130)).unwrap();
+    let read = access(0, false);
+    mmu.translate(Gva(0), read).unwrap();
+    mmu.translate(Gva(0x1000), read).unwrap();
+    mmu.translate(Gva(2 << 20), read).unwrap();
+    let before = mmu.counters();
+    // The first 2 MiB now go through the spare table: the link to the first one is zapped,
+    // and only the translations to the frames it reached go.
+    memslots.write_u64(Gfn(6).gpa(), link(9)).unwrap();
+    mmu.begin_instruction();
+    let after = mmu.counters();
+    assert_eq!(after.tlb_flushes, before.tlb_flushes);
+    assert_eq!(after.tlb_frame_flushes, before.tlb_frame_flushes + 1);
+    assert_eq!(
+        mmu.translate(Gva(2 << 20), read).unwrap().gpa,
+        Gpa(120 << 12)
+    );
+    assert_eq!(
+        mmu.counters().tlb_misses,
+        after.tlb_misses,
+        "the other table's page stayed"
+    );
+    assert_eq!(mmu.translate(Gva(0), read).unwrap().gpa, Gpa(130 << 12));
+    assert!(
+        mmu.translate(Gva(0x1000), read).is_err(),
+        "not present in the spare table"
+    );
+}
+
+#[test]
 fn a_page_table_flooded_by_stores_is_zapped_and_untracked() {
     let (memslots, mut mmu) = machine();
     let read = access(0, false);
