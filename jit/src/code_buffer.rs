@@ -16,6 +16,9 @@ impl CodeBuffer {
     /// A region of `size` bytes.
     pub(crate) fn new(size: usize) -> io::Result<CodeBuffer> {
         let map = MmapOptions::new().len(size).map_anon()?;
+        // Transparent huge pages where the host has them: tens of megabytes of generated
+        // code miss the host's instruction TLB less. Advice only: refused, nothing changes.
+        let _ = map.advise(memmap2::Advice::HugePage);
         // SAFETY: the range is exactly the mapping just made, which this buffer owns; making
         // it executable as well changes no memory Rust code reads through references.
         let status = unsafe {

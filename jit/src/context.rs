@@ -36,10 +36,9 @@ pub struct BlockContext {
     pub budget: i64,
     /// The first TLB entry.
     pub tlb_entries: u64,
-    /// The current root's TLB tag.
-    pub tlb_root: u64,
-    /// The current root's shift in the TLB, in bytes.
-    pub tlb_spread: u64,
+    /// The TLB tags of the lower and the upper half of the address space
+    /// ([`umbra_mmu::tlb::InlineTlb::tags`]).
+    pub tlb_tags: [u64; 2],
     /// On a [`Exit::Chain`] exit: the address of the jump to patch to the next block.
     pub patch_site: u64,
     /// The guest's XMM registers (`*mut u128`, XMM0 first).
@@ -244,10 +243,8 @@ pub mod offset {
     pub const BUDGET: i32 = offset_of!(BlockContext, budget) as i32;
     /// The TLB's first entry.
     pub const TLB_ENTRIES: i32 = offset_of!(BlockContext, tlb_entries) as i32;
-    /// The TLB tag.
-    pub const TLB_ROOT: i32 = offset_of!(BlockContext, tlb_root) as i32;
-    /// The TLB shift.
-    pub const TLB_SPREAD: i32 = offset_of!(BlockContext, tlb_spread) as i32;
+    /// The TLB tags, the lower half's first.
+    pub const TLB_TAGS: i32 = offset_of!(BlockContext, tlb_tags) as i32;
     /// The jump to patch.
     pub const PATCH_SITE: i32 = offset_of!(BlockContext, patch_site) as i32;
     /// The XMM registers' address.

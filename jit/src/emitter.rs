@@ -492,7 +492,7 @@ impl Emitter {
         // The slot: by where the access's code lies.
         let slot = ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS;
         // R12: the TLB key of the page holding the access's last byte, so that an access
-        // running into the next page misses.
+        // running into the next page misses, under its half's tag (R13: the half).
         if size == 1 {
             dynasm!(self.ops ; .arch x64 ; mov r12, r14);
         } else {
@@ -500,8 +500,10 @@ impl Emitter {
         }
         dynasm!(self.ops
             ; .arch x64
+            ; mov r13, r12
+            ; shr r13, 63
             ; and r12, !0xfff
-            ; or r12, QWORD [r15 + offset::TLB_ROOT]
+            ; or r12, QWORD [r15 + r13 * 8 + offset::TLB_TAGS]
             ; cmp r12, QWORD [r15 + offset::access_slot(slot)]
             ; jne =>lookup
             ; add r14, QWORD [r15 + offset::access_slot(slot) + 8]
@@ -528,11 +530,17 @@ impl Emitter {
         let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
         debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
+        debug_assert_eq!(
+            entry_layout::SIZE,
+            32,
+            "the key times 8 is its tag's spread"
+        );
         // R13: the entry. The page number and its folded high bits, XORed together while
         // the address still has them ((la ^ la >> INDEX_BITS) >> shift), already shifted to
-        // entry-size units; the root's spread (in bytes); the mask. The low bits of the
-        // shifted page number hold offset bits, which the mask clears and the spread's zero
-        // low bits never carry from.
+        // entry-size units; the tag's spread, tag / 4 entries, which the key times 8 adds
+        // (its page bits land above the mask); the mask. The low bits of the shifted page
+        // number hold offset bits, which the mask clears and the spread's zero low bits
+        // (tags are multiples of 4) never carry from.
         let page_shift = 12 - entry_shift;
         let slot = offset::access_slot(path.slot);
         dynasm!(self.ops
@@ -542,7 +550,7 @@ impl Emitter {
             ; shr r13, index_bits
             ; xor r13, r14
             ; shr r13, page_shift
-            ; add r13, QWORD [r15 + offset::TLB_SPREAD]
+            ; lea r13, [r13 + r12 * 8]
             ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
             ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]

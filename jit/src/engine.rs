@@ -11,6 +11,7 @@ use umbra_cpu::interp::translator::{BlockContext as CpuContext, CodePage};
 use umbra_cpu::interp::{Interpreter, StepEvent};
 use umbra_cpu::state::Registers;
 use umbra_mmu::tlb::InlineTlb;
+use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
@@ -68,6 +69,9 @@ pub struct Jit {
     jump_cache: Box<[JumpEntry]>,
     /// What the jump cache's epoch was started for: the root and the privilege context.
     jump_key: Option<JumpKey>,
+    /// Whether that key's tag is the upper half's tag shared between roots (at CPL 0): the
+    /// jump cache then holds upper-half targets only.
+    jump_shared: bool,
     /// The epochs the other jump contexts met were left in.
     jump_epochs: FxHashMap<JumpKey, u64>,
     /// The first epoch since blocks last went: jump-cache entries of earlier ones must not
@@ -75,8 +79,9 @@ pub struct Jit {
     blocks_epoch: u64,
 }
 
-/// What a jump-cache epoch holds for besides the TLB's contents: the root's TLB tag, and the
-/// block context's read bit, SSE and floating-point settings (blocks are keyed by them).
+/// What a jump-cache epoch holds for besides the TLB's contents: the TLB tag of the code run
+/// (at CPL 0 the upper half's, which roots may share; at CPL 3 the root's), and the block
+/// context's read bit, SSE and floating-point settings (blocks are keyed by them).
 type JumpKey = (u32, u16, bool, bool);
 
 impl Jit {
@@ -108,6 +113,7 @@ impl Jit {
             counters: JitCounters::default(),
             jump_cache,
             jump_key: None,
+            jump_shared: false,
             jump_epochs: FxHashMap::default(),
             blocks_epoch: 1,
         })
@@ -335,7 +341,7 @@ impl Jit {
     ) -> Option<usize> {
         let index = context::jump_index(rip);
         let cached = self.jump_cache[index];
-        if cached.rip != rip {
+        if cached.rip != rip || !self.jump_cacheable(rip) {
             return None;
         }
         if cached.epoch == self.context.jump_epoch {
@@ -354,13 +360,23 @@ impl Jit {
         Some(cached.entry as usize)
     }
 
+    /// Whether the jump cache may hold `rip` in the current jump context: not a lower-half
+    /// address under a tag roots share.
+    fn jump_cacheable(&self, rip: u64) -> bool {
+        !self.jump_shared || rip >> 63 != 0
+    }
+
     /// Brings generated code's view of the TLB up to date ([`follow_tlb`]) and switches to
     /// the jump context it and `context` make; `false` while the TLB is off.
     fn follow_jump_context(&mut self, cpu: &Interpreter, context: CpuContext) -> bool {
         let Some(tlb) = follow_tlb(&mut self.context, cpu) else {
             return false;
         };
-        let jump_key = (tlb.root, context.read_bit, context.sse, context.float);
+        let [lower, upper] = tlb.tags;
+        let user = InlineTlb::direct_bit(Access::new(AccessKind::Read, Privilege::User));
+        self.jump_shared = context.read_bit != user && upper != lower;
+        let tag = if self.jump_shared { upper } else { lower };
+        let jump_key = (tag, context.read_bit, context.sse, context.float);
         if self.jump_key != Some(jump_key) {
             self.switch_jump_key(jump_key);
         }
@@ -447,7 +463,7 @@ impl Jit {
                     // `block` counted the instruction left to the interpreter.
                     Err(stop) => break stop,
                 };
-                if breakpoints.is_empty() {
+                if breakpoints.is_empty() && self.jump_cacheable(rip) {
                     let tag = JumpEntry::block_tag(
                         page.gpa,
                         context.read_bit,
@@ -593,15 +609,14 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
     host
 }
 
-/// Brings generated code's view of the vCPU's TLB up to date and returns it: the current
-/// root's tag and spread; empty access slots if translations were dropped since the last
+/// Brings generated code's view of the vCPU's TLB up to date and returns it: the tags of
+/// the two halves of the address space; empty access slots if translations were dropped since the last
 /// look, and a new jump-cache epoch if translations of code pages were (what they rest on
 /// may have changed). `None` while
 /// the TLB is off.
 fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let tlb = cpu.inline_tlb()?;
-    ctx.tlb_root = u64::from(tlb.root);
-    ctx.tlb_spread = tlb.spread * umbra_mmu::tlb::entry_layout::SIZE as u64;
+    ctx.tlb_tags = tlb.tags.map(u64::from);
     let invalidations = cpu.tlb_invalidations();
     if invalidations != ctx.tlb_invalidations {
         ctx.tlb_invalidations = invalidations;

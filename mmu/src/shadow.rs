@@ -84,6 +84,7 @@ impl Spte {
     const PRESENT: u64 = 1 << 3;
     const LEAF: u64 = 1 << 4;
     const DIRTY: u64 = 1 << 5;
+    const GLOBAL: u64 = 1 << 6;
     const PKEY_SHIFT: u32 = 8;
     /// The low bits of a link that are flags, not address.
     const LINK_FLAGS: u64 = 0x3f;
@@ -99,6 +100,21 @@ impl Spte {
                 | Self::PRESENT
                 | u64::from(access.bits()),
         )
+    }
+
+    /// The same leaf, global ([`Spte::global`]) if `global`.
+    pub fn with_global(self, global: bool) -> Spte {
+        if global {
+            Spte(self.0 | Self::GLOBAL)
+        } else {
+            self
+        }
+    }
+
+    /// A leaf's translation is global: the guest's entry has G set, with CR4.PGE = 1 when it
+    /// was installed.
+    pub fn global(self) -> bool {
+        self.0 & Self::GLOBAL != 0
     }
 
     /// A link to `child`.
@@ -587,7 +603,8 @@ impl ShadowMmu {
             translation.access,
             translation.leaf_pte() & crate::paging::PTE_DIRTY != 0,
             translation.pkey,
-        );
+        )
+        .with_global(translation.global);
         let guest_leaf = translation.level;
         let mut current = root.top;
         loop {

@@ -1,12 +1,16 @@
 //! The per-vCPU software TLB: a direct-mapped array in front of the shadow tables.
 //!
-//! Each entry is keyed by the guest page and the root it was filled under, so switching
-//! between cached roots needs no flush; the root also picks the set, so that address spaces
-//! using the same addresses (every process's text at the same place) do not evict each other. It holds, for the three access contexts (user,
+//! Each entry is keyed by the guest page and the tag it was filled under: a root's, so
+//! switching between cached roots needs no flush, or one the roots of a role share for the
+//! upper half of the address space, where global pages (the kernel's) are the same in every
+//! address space. The tag also picks the set, so that address spaces using the same addresses
+//! (every process's text at the same place) do not evict each other. It holds, for the three access contexts (user,
 //! supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three kinds of access (read,
 //! write, fetch), whether the access is allowed at all without a walk and whether it may go
 //! straight to host memory; a hit is one index, one compare and a bit test, with no lock,
 //! atomic or allocation.
+
+use rustc_hash::FxHashSet;
 
 use crate::addr::{Gfn, Gpa, Gva, PAGE_OFFSET_MASK, PAGE_SHIFT};
 use crate::walker::{Access, AccessKind, Privilege};
@@ -17,9 +21,16 @@ pub const TLB_ENTRIES: usize = 1024;
 /// log2 of [`TLB_ENTRIES`].
 pub const TLB_INDEX_BITS: u32 = TLB_ENTRIES.trailing_zeros();
 
-/// A root tag no entry is filled under: past the last one [`Tlb::take_tag`] hands out. Tags
-/// fit in a page offset's 12 bits, where an entry's key holds them.
+/// A tag no entry is filled under. Tags fit in a page offset's 12 bits, where an entry's key
+/// holds them; those [`Tlb::take_tag`] hands out are multiples of 4, and this one is not.
 pub const NO_ROOT: u32 = PAGE_OFFSET_MASK as u32;
+
+/// How many tags [`Tlb::take_tag`] hands out between flushes: the multiples of 4 below 4096.
+const TAGS: u32 = 1024;
+
+/// How many frames [`Tlb`] lets its record of frames copied out grow to before it trims it
+/// to those of its entries (an invalidation: copies must go).
+const MAX_COPIED_FRAMES: usize = 4 * TLB_ENTRIES;
 
 /// The key of an empty entry. It is the key of page 0xffff_ffff_ffff_f000 under [`NO_ROOT`],
 /// under which nothing is looked up, and the entry allows nothing anyway.
@@ -94,12 +105,14 @@ pub struct Mapping {
     pub host: Option<usize>,
 }
 
-/// The TLB as generated code reads it (a JIT's inlined hit path): the entry for a linear
-/// address `la`, with page number `p = la >> 12`, is
-/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + spread) % TLB_ENTRIES * entry_layout::SIZE`; an
-/// access of `n` bytes hits when the entry's key is `(la + n - 1) & !0xfff | root` (a key
+/// The TLB as generated code reads it (a JIT's inlined hit path): a linear address `la`, with
+/// page number `p = la >> 12`, is looked up under the tag `tags[la >> 63]` (the lower or the
+/// upper half's), and its entry is
+/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + tag / 4) % TLB_ENTRIES * entry_layout::SIZE`; an
+/// access of `n` bytes hits when the entry's key is `(la + n - 1) & !0xfff | tag` (a key
 /// that also fails an access running into the next page) and its `direct` mask has the
-/// access's bit ([`InlineTlb::direct_bit`]); the host address is then `la + addend`.
+/// access's bit ([`InlineTlb::direct_bit`]); the host address is then `la + addend`. Tags
+/// are multiples of 4, so `tag / 4` is what `key * 8` adds to an entry's byte offset.
 ///
 /// The view stays valid while the vCPU's root is unchanged; the entries may change under it
 /// (fills and flushes), which generated code sees on its next lookup.
@@ -107,10 +120,9 @@ pub struct Mapping {
 pub struct InlineTlb {
     /// The first entry.
     pub entries: *const u8,
-    /// The current root's tag (below [`NO_ROOT`]).
-    pub root: u32,
-    /// The current root's shift in the array.
-    pub spread: u64,
+    /// The tags of the lower and the upper half of the address space (below [`NO_ROOT`];
+    /// the same when the upper half is not shared between roots).
+    pub tags: [u32; 2],
 }
 
 impl InlineTlb {
@@ -145,6 +157,10 @@ pub struct Tlb {
     invalidations: u64,
     code_invalidations: u64,
     next_tag: u32,
+    /// The frames that entries filled since the last invalidation map, with those of the
+    /// entries then present: whatever was copied out of an entry since (generated code's
+    /// access slots) can only map one of these.
+    copied_frames: FxHashSet<u64>,
 }
 
 impl Default for Tlb {
@@ -154,6 +170,7 @@ impl Default for Tlb {
             invalidations: 0,
             code_invalidations: 0,
             next_tag: 0,
+            copied_frames: FxHashSet::default(),
         }
     }
 }
@@ -164,27 +181,21 @@ impl Tlb {
         Tlb::default()
     }
 
-    /// The entry for `gva` under `root`: the page number, offset by a multiple of the root
-    /// that spreads roots over the array.
-    fn slot(gva: Gva, root: u32) -> usize {
+    /// The entry for `gva` under `tag`: the page number, shifted by the tag, which spreads
+    /// tags over the array ([`Tlb::take_tag`] hands them out scattered).
+    fn slot(gva: Gva, tag: u32) -> usize {
         let page = (gva.0 >> PAGE_SHIFT) as usize;
         // Folding the page number's next bits in keeps two buffers a multiple of the TLB's
         // reach apart (a 4 MiB copy's source and destination) from sharing entries.
-        (page ^ (page >> TLB_INDEX_BITS)).wrapping_add(Self::spread(root)) & (TLB_ENTRIES - 1)
+        (page ^ (page >> TLB_INDEX_BITS)).wrapping_add(tag as usize / 4) & (TLB_ENTRIES - 1)
     }
 
-    /// How far `root`'s entries are shifted in the array.
-    fn spread(root: u32) -> usize {
-        // Fibonacci hashing: the multiplier's high bits scatter consecutive root ids.
-        (root.wrapping_mul(0x9e37_79b9) >> 16) as usize
-    }
-
-    /// What generated code needs to look up this TLB under `root` itself.
-    pub fn inline_view(&self, root: u32) -> InlineTlb {
+    /// What generated code needs to look up this TLB itself, under `tags` (the lower and
+    /// the upper half's).
+    pub fn inline_view(&self, tags: [u32; 2]) -> InlineTlb {
         InlineTlb {
             entries: self.entries.as_ptr().cast(),
-            root,
-            spread: Self::spread(root) as u64,
+            tags,
         }
     }
 
@@ -221,6 +232,19 @@ impl Tlb {
             direct,
             gfn: gfn.0,
         };
+        self.copied_frames.insert(gfn.0);
+        if self.copied_frames.len() > MAX_COPIED_FRAMES {
+            self.invalidate();
+        }
+    }
+
+    /// Counts an invalidation: copies of entries must go, and the frames they may map are
+    /// those of the entries now.
+    fn invalidate(&mut self) {
+        self.invalidations += 1;
+        self.copied_frames.clear();
+        let present = self.entries.iter().filter(|entry| entry.key != EMPTY_KEY);
+        self.copied_frames.extend(present.map(|entry| entry.gfn));
     }
 
     /// How many entries are in use (a scan of the array: for statistics, not hot paths).
@@ -232,38 +256,42 @@ impl Tlb {
     }
 
     /// How many times translations under tags still handed out may have changed: a flush
-    /// (which frees every tag) or a page's entries dropped with [`Tlb::flush_page`]. A
-    /// translation looked up before and still in use elsewhere (as a block's target, under
-    /// its tag) may be stale when this changed, and is still right when it did not (a fill
-    /// only replaces an entry, and entries under tags no longer used never hit again).
+    /// (which frees every tag), a page's entries dropped with [`Tlb::flush_page`], or frames'
+    /// with [`Tlb::flush_frames`] where entries filled since the last invalidation mapped
+    /// them. A translation copied out of an entry (by generated code) may be stale when this
+    /// changed, and is still right when it did not (a fill only replaces an entry, and
+    /// entries under tags no longer used never hit again). It also changes now and then
+    /// when nothing was dropped, to bound what is remembered of the frames copied out.
     pub fn invalidations(&self) -> u64 {
         self.invalidations
     }
 
-    /// How many of [`Tlb::invalidations`] may have changed a translation of a page holding
-    /// code cached somewhere: all but [`Tlb::flush_frames`] of frames holding none.
+    /// How many times a translation of a page holding code cached somewhere may have
+    /// changed: a flush, a page's entries dropped, or a flush of frames one of which holds
+    /// code (whatever the TLB held of them).
     pub fn code_invalidations(&self) -> u64 {
         self.code_invalidations
     }
 
-    /// A root tag no entry was filled under since the last [`Tlb::flush`], or `None` when
-    /// they have all been handed out.
+    /// A tag no entry was filled under since the last [`Tlb::flush`], or `None` when they
+    /// have all been handed out. Consecutive tags lie far apart (a multiplication by an odd
+    /// number, near 1024 / φ, permutes them), so that they spread their entries.
     pub fn take_tag(&mut self) -> Option<u32> {
-        (self.next_tag < NO_ROOT).then(|| {
+        (self.next_tag < TAGS).then(|| {
             self.next_tag += 1;
-            self.next_tag - 1
+            ((self.next_tag - 1).wrapping_mul(633) % TAGS) * 4
         })
     }
 
     /// How many tags [`Tlb::take_tag`] has left.
     pub fn tags_left(&self) -> u32 {
-        NO_ROOT - self.next_tag
+        TAGS - self.next_tag
     }
 
     /// Drops every entry, and makes every tag free again (their holders must take new ones).
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
-        self.invalidations += 1;
+        self.invalidate();
         self.code_invalidations += 1;
         self.next_tag = 0;
     }
@@ -277,18 +305,29 @@ impl Tlb {
 
     /// Drops the entries, under every tag, for the guest frames in `runs` (first frame,
     /// count): their translations changed. `code` says whether one of the frames holds code
-    /// cached somewhere.
+    /// cached somewhere. Nothing is dropped, and no invalidation counted, when no entry
+    /// filled since the last invalidation mapped one of the frames.
     pub fn flush_frames(&mut self, runs: &[(Gfn, u64)], code: bool) {
-        self.invalidations += 1;
         if code {
             self.code_invalidations += 1;
         }
+        let frames: u64 = runs.iter().map(|&(_, count)| count).sum();
         let runs = FrameRuns::new(runs);
+        let copied = if frames <= self.copied_frames.len() as u64 {
+            let mut each = runs.frames();
+            each.any(|gfn| self.copied_frames.contains(&gfn))
+        } else {
+            self.copied_frames.iter().any(|&gfn| runs.contains(gfn))
+        };
+        if !copied {
+            return;
+        }
         for entry in self.entries.iter_mut() {
             if entry.key != EMPTY_KEY && runs.contains(entry.gfn) {
                 *entry = Entry::default();
             }
         }
+        self.invalidate();
     }
 
     /// Drops the entries for `gva` under each of `roots` whose translation stands, for a
@@ -334,6 +373,17 @@ impl<'a> FrameRuns<'a> {
         FrameRuns::Sorted(merged)
     }
 
+    /// Every frame of the runs (those of runs that overlap more than once).
+    fn frames(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+        match self {
+            FrameRuns::Few(runs) => Box::new(
+                runs.iter()
+                    .flat_map(|&(first, count)| first.0..first.0.saturating_add(count)),
+            ),
+            FrameRuns::Sorted(spans) => Box::new(spans.iter().flat_map(|&(start, end)| start..end)),
+        }
+    }
+
     /// Whether frame `gfn` lies in a run.
     fn contains(&self, gfn: u64) -> bool {
         match self {
@@ -361,9 +411,9 @@ mod tests {
         let second = tlb.take_tag().unwrap();
         assert_ne!(first, second);
         assert!(tlb.lookup(Gva(0x1000), second, read).is_none());
-        tlb.next_tag = NO_ROOT - 1;
+        tlb.next_tag = TAGS - 1;
         assert_eq!(tlb.tags_left(), 1);
-        assert_eq!(tlb.take_tag(), Some(NO_ROOT - 1));
+        assert!(tlb.take_tag().is_some());
         assert_eq!(tlb.take_tag(), None);
         let before = tlb.invalidations();
         tlb.flush();
@@ -373,6 +423,20 @@ mod tests {
             tlb.lookup(Gva(0x1000), first, read).is_none(),
             "the flush cleared it"
         );
+    }
+
+    #[test]
+    fn tags_are_distinct_multiples_of_four_far_apart() {
+        let mut tlb = Tlb::new();
+        let tags: Vec<u32> = std::iter::from_fn(|| tlb.take_tag()).collect();
+        assert_eq!(tags.len(), TAGS as usize);
+        assert!(tags.iter().all(|&tag| tag % 4 == 0 && tag < NO_ROOT));
+        let distinct: std::collections::HashSet<u32> = tags.iter().copied().collect();
+        assert_eq!(distinct.len(), tags.len());
+        for pair in tags.windows(2) {
+            let apart = (pair[0] / 4).abs_diff(pair[1] / 4);
+            assert!(apart.min(TAGS - apart) > 64, "{pair:?}: sets too close");
+        }
     }
 
     #[test]
@@ -429,10 +493,11 @@ mod tests {
         let write = Access::new(AccessKind::Write, Privilege::Supervisor);
         let gva = Gva(0xffff_8000_0012_3456);
         let bit = access_bit(write);
-        tlb.fill(gva, 42, Gfn(0x99), bit, bit, 0x7000_0000);
-        let view = tlb.inline_view(42);
+        tlb.fill(gva, 44, Gfn(0x99), bit, bit, 0x7000_0000);
+        let view = tlb.inline_view([8, 44]);
+        let tag = view.tags[(gva.0 >> 63) as usize];
         let page = gva.0 >> 12;
-        let index = ((page ^ (page >> TLB_INDEX_BITS)) + view.spread) as usize % TLB_ENTRIES;
+        let index = ((page ^ (page >> TLB_INDEX_BITS)) + u64::from(tag) / 4) as usize % TLB_ENTRIES;
         // SAFETY: the index is within the array.
         let entry = unsafe { view.entries.add(index * entry_layout::SIZE) };
         // SAFETY: the offsets are those of the entry's fields, read at their types.
@@ -443,18 +508,18 @@ mod tests {
                 entry.add(entry_layout::ADDEND).cast::<u64>().read(),
             )
         };
-        assert_eq!(key, (gva.0 + 3) & !0xfff | 42, "a 4-byte access's key");
+        assert_eq!(key, (gva.0 + 3) & !0xfff | 44, "a 4-byte access's key");
         assert_ne!(
             key,
-            (((gva.0 | 0xffd) + 3) & !0xfff) | 42,
+            (((gva.0 | 0xffd) + 3) & !0xfff) | 44,
             "one into the next page"
         );
         assert_eq!(direct & InlineTlb::direct_bit(write), bit);
         assert_eq!(
             gva.0.wrapping_add(addend) as usize,
-            tlb.lookup(gva, 42, write).unwrap().host.unwrap()
+            tlb.lookup(gva, 44, write).unwrap().host.unwrap()
         );
-        assert_eq!(tlb.lookup(gva, 42, write).unwrap().host, Some(0x7000_0456));
+        assert_eq!(tlb.lookup(gva, 44, write).unwrap().host, Some(0x7000_0456));
     }
 
     #[test]
@@ -475,6 +540,37 @@ mod tests {
         tlb.flush_frames(&[(Gfn(0x80), 1)], true);
         assert!(tlb.lookup(Gva(0x9000), 1, read).is_none());
         assert_eq!(tlb.code_invalidations(), code_before + 1);
+        assert_eq!(tlb.invalidations(), before + 2);
+    }
+
+    #[test]
+    fn a_frame_flush_counts_an_invalidation_only_where_a_copy_may_map_a_frame() {
+        let mut tlb = Tlb::new();
+        let read = Access::new(AccessKind::Read, Privilege::User);
+        let bit = access_bit(read);
+        tlb.fill(Gva(0x1000), 4, Gfn(0x40), bit, bit, 0x1000);
+        let before = tlb.invalidations();
+        tlb.flush_frames(&[(Gfn(0x41), 100)], false);
+        assert_eq!(tlb.invalidations(), before, "no entry mapped them");
+        // An entry replaced by another in its set: a copy of it may still be around.
+        let page = 0x1000 + (TLB_ENTRIES as u64) * 0x1000 * 2;
+        tlb.fill(Gva(page), 4, Gfn(0x50), bit, bit, 0x2000);
+        tlb.fill(Gva(page + 0x400_0000), 4, Gfn(0x60), bit, bit, 0x3000);
+        tlb.flush_frames(&[(Gfn(0x50), 1)], false);
+        assert_eq!(
+            tlb.invalidations(),
+            before + 1,
+            "a copy of frame 0x50's entry"
+        );
+        // Frame 0x70's entry, filled since and replaced: a copy may be around. The
+        // invalidation forgot frame 0x50, whose entry was gone by then.
+        tlb.fill(Gva(page), 4, Gfn(0x70), bit, bit, 0x2000);
+        tlb.fill(Gva(page + 0x400_0000), 4, Gfn(0x60), bit, bit, 0x3000);
+        tlb.flush_frames(&[(Gfn(0x50), 1)], false);
+        assert_eq!(tlb.invalidations(), before + 1);
+        tlb.flush_frames(&[(Gfn(0x70), 1)], false);
+        assert_eq!(tlb.invalidations(), before + 2);
+        assert!(tlb.lookup(Gva(0x1000), 4, read).is_some());
     }
 
     #[test]

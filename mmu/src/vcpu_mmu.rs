@@ -13,6 +13,15 @@
 //! 5-level paging; in 32-bit and PAE paging (whose PAE root lives in PDPTE registers), and
 //! with paging off, the TLB alone caches walks and is flushed where the SDM flushes a TLB.
 //!
+//! # Global pages
+//!
+//! With CR4.PGE = 1, the upper half of the address space (where kernels live) is looked up
+//! under a tag that every root of a role shares: a global translation filled there under one
+//! root hits under the next, as a global TLB entry survives a MOV to CR3 (SDM 4.10.2.4). A
+//! translation there that is not global is dropped when the root changes. INVLPG, a change of
+//! CR4.PGE, a clear of CR4.PCIDE and INVPCID drop global translations as the SDM has them
+//! dropped.
+//!
 //! # Host pointers
 //!
 //! A TLB entry may hold a host pointer into a memslot's mapping. The slots behind those
@@ -36,7 +45,11 @@ use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 pub const ROOT_CACHE_SIZE: usize = 4;
 
 /// How many roots' TLB tags a vCPU remembers between flushes, at most.
-const MAX_TAGGED_ROOTS: usize = 1024;
+const MAX_TAGGED_ROOTS: usize = 512;
+
+/// How many translations that are not global a vCPU drops one by one from the shared upper
+/// half when its root changes; past them, the role's shared tag is replaced.
+const MAX_PRIVATE_UPPER: usize = 64;
 
 /// How many TLB hits a vCPU counts before it publishes them to the counters other threads
 /// read: so they lag by at most this many.
@@ -105,6 +118,14 @@ pub struct VcpuMmu {
     shadowing: bool,
     /// The current root's TLB tag.
     tag: u32,
+    /// The TLB tag of the upper half of the address space: the current role's shared one
+    /// (with CR4.PGE = 1 and shadow roots), else `tag`.
+    upper_tag: u32,
+    /// The shared upper-half tags, by root role.
+    shared_tags: HashMap<PageRole, u32>,
+    /// Translations that are not global, filled under a shared upper-half tag: (page, tag).
+    /// They go when the root changes.
+    private_upper: Vec<(Gva, u32)>,
     /// The TLB tag of translations made without a shadow root (paging off, 32-bit and PAE
     /// paging).
     rootless_tag: u32,
@@ -135,6 +156,9 @@ impl VcpuMmu {
             roots: Vec::with_capacity(ROOT_CACHE_SIZE + 1),
             shadowing: false,
             tag: NO_ROOT,
+            upper_tag: NO_ROOT,
+            shared_tags: HashMap::new(),
+            private_upper: Vec::new(),
             rootless_tag: NO_ROOT,
             tlb_tags: HashMap::new(),
             large_leaves: true,
@@ -268,11 +292,13 @@ impl VcpuMmu {
     /// Drops every TLB entry, in O(1): every root, and translation without a root, takes a
     /// fresh tag (the TLB is cleared for real only when the tags run out).
     pub fn flush_tlb(&mut self) {
-        // Fresh tags are enough while they last.
-        if self.tlb.tags_left() as usize <= self.roots.len() + 1 {
+        // Fresh tags are enough while they last: one per root, the rootless one and a shared
+        // one.
+        if self.tlb.tags_left() as usize <= self.roots.len() + 2 {
             self.tlb.flush();
         }
         self.tlb_tags.clear();
+        self.forget_shared_tags();
         for at in 0..self.roots.len() {
             let id = self.roots[at].tree.id();
             self.roots[at].tlb_tag = self.tag_for(id);
@@ -306,13 +332,32 @@ impl VcpuMmu {
         tag
     }
 
-    /// CR0, CR4 or EFER changed: switches to the root for the new role.
+    /// CR0, CR4 or EFER changed: switches to the root for the new role. A change of CR4.PGE
+    /// drops every global translation.
     pub fn set_role(&mut self, role: CpuRole) {
         if role == self.walker.role() {
             return;
         }
+        if role.pge() != self.walker.role().pge() {
+            self.forget_shared_tags();
+        }
         self.walker.set_role(role);
         self.load_root();
+    }
+
+    /// Drops every global translation (and every other one of the upper half): the shared
+    /// tags are replaced. For a MOV to CR4 that clears CR4.PCIDE (a change of CR4.PGE, a
+    /// change of role, does it by itself).
+    pub fn drop_global(&mut self) {
+        self.forget_shared_tags();
+        self.update_tag();
+    }
+
+    /// Forgets the shared upper-half tags, and what was filled under them: new ones are
+    /// taken as needed.
+    fn forget_shared_tags(&mut self) {
+        self.shared_tags.clear();
+        self.private_upper.clear();
     }
 
     /// MOV to CR3.
@@ -340,17 +385,38 @@ impl VcpuMmu {
     /// other 4 KiB entries the TLB also holds.
     pub fn invlpg(&mut self, gva: Gva) {
         if self.shadowing {
+            let roots = self.roots.iter().map(|root| root.tlb_tag);
             self.tlb
-                .flush_page(gva, self.roots.iter().map(|root| root.tlb_tag));
+                .flush_page(gva, roots.chain(self.shared_tags.values().copied()));
         } else {
             self.flush_tlb();
         }
     }
 
     /// Makes the root for the current CR3 and role current, from the cache if it is there.
+    /// The translations of the upper half that are not global go if the root changed.
     fn load_root(&mut self) {
+        let before = self.shadowing.then(|| self.roots[0].tree.id());
         self.switch_root();
+        let after = self.shadowing.then(|| self.roots[0].tree.id());
+        if before != after && !self.private_upper.is_empty() {
+            self.drop_private_upper();
+        }
         self.update_tag();
+    }
+
+    /// Drops the translations that are not global filled under shared upper-half tags: one
+    /// by one while they are few, else with the shared tags they were filled under.
+    fn drop_private_upper(&mut self) {
+        if self.private_upper.len() > MAX_PRIVATE_UPPER {
+            let stale: Vec<u32> = self.private_upper.iter().map(|&(_, tag)| tag).collect();
+            self.shared_tags.retain(|_, tag| !stale.contains(tag));
+            self.private_upper.clear();
+            return;
+        }
+        for (gva, tag) in std::mem::take(&mut self.private_upper) {
+            self.tlb.flush_page(gva, [tag]);
+        }
     }
 
     /// [`VcpuMmu::load_root`] without the tag update.
@@ -397,24 +463,48 @@ impl VcpuMmu {
         }
     }
 
-    /// The TLB tag of the current root, kept in a field so that a TLB hit reads no further.
-    fn root_tag(&self) -> u32 {
-        self.tag
+    /// The TLB tag `gva` is looked up under: the upper half's or the current root's, kept in
+    /// fields so that a TLB hit reads no further.
+    #[inline]
+    fn tag_of(&self, gva: Gva) -> u32 {
+        if gva.0 >> 63 != 0 {
+            self.upper_tag
+        } else {
+            self.tag
+        }
     }
 
-    /// Recomputes the TLB tag after the current root changed.
+    /// Recomputes the TLB tags after the current root, or the shared tags, changed.
     fn update_tag(&mut self) {
         self.tag = if self.shadowing {
             self.roots[0].tlb_tag
         } else {
             self.rootless_tag
         };
+        self.upper_tag = self.shared_tag().unwrap_or(self.tag);
+    }
+
+    /// The current role's shared upper-half tag, taken if it has none yet; `None` without
+    /// shadow roots or CR4.PGE, or when no tag is left (until the next flush, the upper half
+    /// is then the root's).
+    fn shared_tag(&mut self) -> Option<u32> {
+        if !self.shadowing || !self.walker.role().pge() {
+            return None;
+        }
+        let role = self.roots[0].role;
+        if let Some(&tag) = self.shared_tags.get(&role) {
+            return Some(tag);
+        }
+        let tag = self.tlb.take_tag()?;
+        self.shared_tags.insert(role, tag);
+        Some(tag)
     }
 
     /// The TLB as generated code may read it, under the current root; `None` while caching is
     /// off (every translation must then walk).
     pub fn inline_tlb(&self) -> Option<crate::tlb::InlineTlb> {
-        self.caching.then(|| self.tlb.inline_view(self.root_tag()))
+        self.caching
+            .then(|| self.tlb.inline_view([self.tag, self.upper_tag]))
     }
 
     /// Counts `hits` TLB hits that generated code made on its own.
@@ -428,7 +518,7 @@ impl VcpuMmu {
         if !self.caching {
             return self.translate_uncached(gva, access);
         }
-        let tag = self.root_tag();
+        let tag = self.tag_of(gva);
         if let Some(mapping) = self.tlb.lookup(gva, tag, access) {
             // The hottest counter is kept in a plain field and published now and then.
             self.unpublished_hits += 1;
@@ -549,6 +639,10 @@ impl VcpuMmu {
         };
         self.tlb.fill(gva, tag, gfn, allowed, direct, host);
         bump!(self.counters, tlb_fills);
+        if tag != self.tag && !spte.global() {
+            self.private_upper
+                .push((Gva(gva.0 & !PAGE_OFFSET_MASK), tag));
+        }
         let offset = gva.0 & 0xfff;
         let bit = access_bit(access);
         Mapping {
@@ -648,7 +742,7 @@ impl VcpuMmu {
         if generation != self.tlb_generation {
             self.follow_flushes(generation);
         } else {
-            let tag = self.root_tag();
+            let tag = self.tag_of(mapping.gva);
             self.tlb.drop_page(mapping.gva, [tag]);
         }
     }

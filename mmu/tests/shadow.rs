@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use umbra_mmu::addr::{Gfn, Gpa, Gva};
 use umbra_mmu::memslot::{HostMapping, MemslotFlags, Memslots, SlotId};
-use umbra_mmu::role::{CR0_PG, CR0_WP, CR4_PAE, CpuRole, EFER_LMA, EFER_NXE};
+use umbra_mmu::role::{CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CpuRole, EFER_LMA, EFER_NXE};
 use umbra_mmu::shadow::ShadowMmu;
 use umbra_mmu::vcpu_mmu::VcpuMmu;
 use umbra_mmu::walker::{Access, AccessKind, Privilege, WalkMode, Walker};
@@ -329,6 +329,93 @@ fn a_store_zapping_a_table_link_flushes_only_the_frames_below_it() {
         mmu.translate(Gva(0x1000), read).is_err(),
         "not present in the spare table"
     );
+}
+
+/// The machine, with CR4.PGE = 1 and the first two PML4s' last entry leading to the same
+/// tables as their first: page 0 of the upper half, global, maps frame 100, and page 1, not
+/// global, frame 101. The address of the upper half's page 0.
+fn machine_with_global_pages() -> (Arc<Memslots>, VcpuMmu, Gva) {
+    let (memslots, mut mmu) = machine();
+    for pml4 in &PML4S[..2] {
+        memslots
+            .write_u64(Gpa((pml4 << 12) + 511 * 8), (4 << 12) | 0x67)
+            .unwrap();
+    }
+    const GLOBAL: u64 = 1 << 8;
+    memslots
+        .write_u64(Gfn(8).gpa(), (100 << 12) | 0x67 | GLOBAL)
+        .unwrap();
+    mmu.set_role(CpuRole::from_regs(
+        CR0_PG | CR0_WP,
+        CR4_PAE | CR4_PGE,
+        EFER_LMA | EFER_NXE,
+    ));
+    (memslots, mmu, Gva(0xffff_ff80_0000_0000))
+}
+
+#[test]
+fn a_global_translation_of_the_upper_half_outlives_a_cr3_switch() {
+    let (_memslots, mut mmu, global) = machine_with_global_pages();
+    let private = Gva(global.0 + 0x1000);
+    let read = access(0, false);
+    for gva in [global, private, Gva(0)] {
+        mmu.translate(gva, read).unwrap();
+    }
+    mmu.set_cr3(PML4S[1] << 12);
+    let misses = mmu.counters().tlb_misses;
+    assert_eq!(mmu.translate(global, read).unwrap().gpa, Gpa(100 << 12));
+    assert_eq!(mmu.counters().tlb_misses, misses, "the global page hit");
+    for (gva, frame) in [(private, 101), (Gva(0), 100)] {
+        assert_eq!(mmu.translate(gva, read).unwrap().gpa, Gfn(frame).gpa());
+    }
+    assert_eq!(
+        mmu.counters().tlb_misses,
+        misses + 2,
+        "the page that is not global, and the lower half, are the root's"
+    );
+    // Back to the first root: its lower half is still cached, its upper page that is not
+    // global went when the root changed.
+    mmu.set_cr3(PML4S[0] << 12);
+    let misses = mmu.counters().tlb_misses;
+    mmu.translate(Gva(0), read).unwrap();
+    mmu.translate(global, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses);
+    mmu.translate(private, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses + 1);
+}
+
+#[test]
+fn invlpg_and_a_change_of_cr4_pge_drop_global_translations() {
+    let (_memslots, mut mmu, global) = machine_with_global_pages();
+    let read = access(0, false);
+    mmu.translate(global, read).unwrap();
+    mmu.set_cr3(PML4S[1] << 12);
+    mmu.invlpg(global);
+    let misses = mmu.counters().tlb_misses;
+    mmu.translate(global, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses + 1, "INVLPG dropped it");
+    let role = mmu.walker().role();
+    mmu.set_role(CpuRole::from_regs(
+        CR0_PG | CR0_WP,
+        CR4_PAE,
+        EFER_LMA | EFER_NXE,
+    ));
+    mmu.set_role(role);
+    mmu.translate(global, read).unwrap();
+    assert_eq!(
+        mmu.counters().tlb_misses,
+        misses + 2,
+        "the CR4.PGE toggle did"
+    );
+    mmu.drop_global();
+    mmu.translate(global, read).unwrap();
+    assert_eq!(
+        mmu.counters().tlb_misses,
+        misses + 3,
+        "as clearing CR4.PCIDE does"
+    );
+    mmu.translate(global, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses + 3);
 }
 
 #[test]

@@ -555,6 +555,11 @@ impl Interpreter {
         }
         self.sregs.cr4 = value;
         self.update_paging_role();
+        if old & cr4::PCIDE != 0 && value & cr4::PCIDE == 0 {
+            // Clearing CR4.PCIDE invalidates every translation, global ones too (a change
+            // of CR4.PGE, the role's, does as well).
+            self.mmu.drop_global();
+        }
         Ok(())
     }
 
