@@ -89,8 +89,8 @@ pub struct BlockContext {
 /// Entries of [`AccessSlots`] (a power of two).
 pub const ACCESS_SLOTS: usize = 4096;
 
-/// What a memory access in generated code last translated through the TLB (accesses whose
-/// code lies [`ACCESS_SLOTS`] apart share one): its page's TLB key, for the access's size,
+/// What a memory access in user code (blocks at CPL 3: see the emitter's `new`) last
+/// translated through the TLB (accesses whose code lies [`ACCESS_SLOTS`] apart share one): its page's TLB key, for the access's size,
 /// and the addend to the host address. The access hits here when its key is the same, with
 /// a compare that lies off the path from the address to the data. A slot is filled only
 /// from a TLB entry letting the access go to host memory directly, and the key names the

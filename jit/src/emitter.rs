@@ -86,8 +86,8 @@ struct SlowPath {
     /// The call to the slow path, when the TLB does.
     entry: DynamicLabel,
     resume: DynamicLabel,
-    /// The access's slot.
-    slot: usize,
+    /// The access's slot, if it has one (the TLB lookup is then out of line).
+    slot: Option<usize>,
     /// The TLB's bit for the access.
     bit: u16,
     /// Whether the access is a string instruction's elements, RBP bytes of them.
@@ -155,11 +155,19 @@ pub(crate) struct Emitter {
     pub cache: RegisterCache,
     slow_paths: Vec<SlowPath>,
     budget_sites: Vec<BudgetSite>,
+    /// Whether memory accesses look in their slot before the TLB ([`Emitter::new`]).
+    slots: bool,
 }
 
 impl Emitter {
     /// An emitter for code that will live at `base`.
-    pub(crate) fn new(base: usize, runtime: Runtime) -> Emitter {
+    /// An emitter of code for address `base`. With `slots`, each memory access keeps the
+    /// translation it last used in a slot of its own, looked at before the TLB: for user
+    /// code, whose accesses mostly come back to the same page. Kernel code goes straight to
+    /// the TLB: its accesses move from page to page (objects, each process's structures) and
+    /// its page-table stores empty the slots often, so that in a Linux guest a slot misses a
+    /// third of the time at CPL 0, each miss a mispredicted branch.
+    pub(crate) fn new(base: usize, runtime: Runtime, slots: bool) -> Emitter {
         Emitter {
             ops: VecAssembler::new(base),
             base,
@@ -171,6 +179,7 @@ impl Emitter {
             cache: RegisterCache::default(),
             slow_paths: Vec::new(),
             budget_sites: Vec::new(),
+            slots,
         }
     }
 
@@ -470,7 +479,7 @@ impl Emitter {
     }
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a
-    /// read or a `write`, through the access's slot, the TLB inline, or the slow path; where
+    /// read or a `write`, through the access's slot (with slots), the TLB, or the slow path; where
     /// none gives one, the block leaves at `exit` for the interpreter. With `run`, the
     /// access is a string instruction's elements, RBP bytes of them, all in the page
     /// (checked before): the slow path is told the whole run's length, since a store there
@@ -490,7 +499,9 @@ impl Emitter {
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
         // The slot: by where the access's code lies.
-        let slot = ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS;
+        let slot = self
+            .slots
+            .then(|| ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS);
         // R12: the TLB key of the page holding the access's last byte, so that an access
         // running into the next page misses, under its half's tag (R13: the half).
         if size == 1 {
@@ -504,11 +515,27 @@ impl Emitter {
             ; shr r13, 63
             ; and r12, !0xfff
             ; or r12, QWORD [r15 + r13 * 8 + offset::TLB_TAGS]
-            ; cmp r12, QWORD [r15 + offset::access_slot(slot)]
-            ; jne =>lookup
-            ; add r14, QWORD [r15 + offset::access_slot(slot) + 8]
-            ; =>resume
         );
+        match slot {
+            Some(slot) => dynasm!(self.ops
+                ; .arch x64
+                ; cmp r12, QWORD [r15 + offset::access_slot(slot)]
+                ; jne =>lookup
+                ; add r14, QWORD [r15 + offset::access_slot(slot) + 8]
+            ),
+            None => {
+                self.tlb_entry_into_r13();
+                dynasm!(self.ops
+                    ; .arch x64
+                    ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
+                    ; jne =>slow
+                    ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
+                    ; jz =>slow
+                    ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]
+                );
+            }
+        }
+        dynasm!(self.ops ; .arch x64 ; =>resume);
         self.slow_paths.push(SlowPath {
             lookup,
             entry: slow,
@@ -522,10 +549,29 @@ impl Emitter {
         });
     }
 
-    /// An access's TLB lookup, out of line: the entry for the linear address in R14 and the
-    /// key in R12; on a hit, the slot takes its addend and the access goes on at `resume`
-    /// with its host address, else on to `slow`. Clobbers R13.
-    fn tlb_lookup(&mut self, path: &SlowPath) {
+    /// An access's TLB lookup after its slot missed, out of line: the entry for the linear
+    /// address in R14 and the key in R12; on a hit, the slot takes its addend and the access
+    /// goes on at `resume` with its host address, else on to `slow`. Clobbers R13.
+    fn tlb_lookup(&mut self, path: &SlowPath, slot: usize) {
+        let slot = offset::access_slot(slot);
+        dynasm!(self.ops ; .arch x64 ; =>path.lookup);
+        self.tlb_entry_into_r13();
+        dynasm!(self.ops
+            ; .arch x64
+            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
+            ; jne =>path.entry
+            ; test WORD [r13 + entry_layout::DIRECT as i32], path.bit as i16
+            ; jz =>path.entry
+            ; mov r13, QWORD [r13 + entry_layout::ADDEND as i32]
+            ; mov QWORD [r15 + slot], r12
+            ; mov QWORD [r15 + slot + 8], r13
+            ; add r14, r13
+            ; jmp =>path.resume
+        );
+    }
+
+    /// R13: the address of the TLB entry for the linear address in R14, whose key is in R12.
+    fn tlb_entry_into_r13(&mut self) {
         let index_mask = (TLB_ENTRIES - 1) as i32;
         let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
@@ -542,10 +588,8 @@ impl Emitter {
         // number hold offset bits, which the mask clears and the spread's zero low bits
         // (tags are multiples of 4) never carry from.
         let page_shift = 12 - entry_shift;
-        let slot = offset::access_slot(path.slot);
         dynasm!(self.ops
             ; .arch x64
-            ; =>path.lookup
             ; mov r13, r14
             ; shr r13, index_bits
             ; xor r13, r14
@@ -553,22 +597,15 @@ impl Emitter {
             ; lea r13, [r13 + r12 * 8]
             ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
-            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
-            ; jne =>path.entry
-            ; test WORD [r13 + entry_layout::DIRECT as i32], path.bit as i16
-            ; jz =>path.entry
-            ; mov r13, QWORD [r13 + entry_layout::ADDEND as i32]
-            ; mov QWORD [r15 + slot], r12
-            ; mov QWORD [r15 + slot + 8], r13
-            ; add r14, r13
-            ; jmp =>path.resume
         );
     }
 
     /// Emits the slow paths of every inline lookup, after the block's last exit.
     pub(crate) fn finish_slow_paths(&mut self) {
         for path in std::mem::take(&mut self.slow_paths) {
-            self.tlb_lookup(&path);
+            if let Some(slot) = path.slot {
+                self.tlb_lookup(&path, slot);
+            }
             let failed = self.ops.new_dynamic_label();
             dynasm!(self.ops ; .arch x64 ; =>path.entry);
             // The stack stays 16-byte aligned at the call: an odd count pushes one twice.

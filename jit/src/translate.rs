@@ -162,7 +162,7 @@ pub(crate) fn translate(
         .then(|| loop_registers(&instructions, start.rip, &mut info))
         .flatten();
     let mut block = BlockTranslator {
-        emitter: Emitter::new(base, runtime),
+        emitter: Emitter::new(base, runtime, !start.at_cpl0()),
         info,
         start,
         length: (instructions.len() - usize::from(ends_in_interpreter)) as u32,
@@ -1758,15 +1758,21 @@ mod tests {
     use iced_x86::Formatter;
 
     /// The host code for `guest` (64-bit code at 0x10000), one instruction per line.
+    /// The host code of `guest` at CPL 0.
     fn listing(guest: &[u8]) -> String {
+        listing_at(guest, 1 << 3, 1 << 4)
+    }
+
+    /// The host code of `guest` in the privilege context of `read_bit` and `write_bit`.
+    fn listing_at(guest: &[u8], read_bit: u16, write_bit: u16) -> String {
         let runtime = Runtime {
             exit: 0x7000_0000,
             slow_access: 0x7100_0000,
         };
         let start = BlockStart {
             rip: 0x10000,
-            read_bit: 1 << 3,
-            write_bit: 1 << 4,
+            read_bit,
+            write_bit,
             sse: true,
             float: true,
         };
@@ -1797,6 +1803,13 @@ mod tests {
         // mov rax, [rdi+8]; add [rsi+rax*4], eax; int3 (left to the interpreter).
         let guest = [0x48, 0x8b, 0x47, 0x08, 0x01, 0x04, 0x86, 0xcc];
         insta::assert_snapshot!(listing(&guest));
+    }
+
+    #[test]
+    fn user_code_looks_in_its_access_slots_before_the_tlb() {
+        // mov rax, [rdi+8]; add [rsi+rax*4], eax; int3, at CPL 3.
+        let guest = [0x48, 0x8b, 0x47, 0x08, 0x01, 0x04, 0x86, 0xcc];
+        insta::assert_snapshot!(listing_at(&guest, 1, 1 << 1));
     }
 
     #[test]
