@@ -81,13 +81,11 @@ pub(crate) struct FlagState {
 /// An inline TLB lookup's way out: the call to the slow path, and what to do when even that
 /// cannot give a host address.
 struct SlowPath {
-    /// The TLB lookup, when the slot misses.
-    lookup: DynamicLabel,
-    /// The call to the slow path, when the TLB does.
+    /// The call to the slow path, when the TLB misses.
     entry: DynamicLabel,
     resume: DynamicLabel,
-    /// The access's slot, if it has one (the TLB lookup is then out of line).
-    slot: Option<usize>,
+    /// The access's slot, if it has one, and its TLB lookup, out of line, when it misses.
+    slot: Option<(usize, DynamicLabel)>,
     /// The TLB's bit for the access.
     bit: u16,
     /// Whether the access is a string instruction's elements, RBP bytes of them.
@@ -160,7 +158,6 @@ pub(crate) struct Emitter {
 }
 
 impl Emitter {
-    /// An emitter for code that will live at `base`.
     /// An emitter of code for address `base`. With `slots`, each memory access keeps the
     /// translation it last used in a slot of its own, looked at before the TLB: for user
     /// code, whose accesses mostly come back to the same page. Kernel code goes straight to
@@ -495,13 +492,13 @@ impl Emitter {
     ) {
         debug_assert!(!self.flags.stale && size.is_power_of_two() && size <= 16);
         exit.dirty = self.cache.dirty;
-        let lookup = self.ops.new_dynamic_label();
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
         // The slot: by where the access's code lies.
-        let slot = self
-            .slots
-            .then(|| ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS);
+        let slot = self.slots.then(|| {
+            let n = ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS;
+            (n, self.ops.new_dynamic_label())
+        });
         // R12: the TLB key of the page holding the access's last byte, so that an access
         // running into the next page misses, under its half's tag (R13: the half).
         if size == 1 {
@@ -517,27 +514,19 @@ impl Emitter {
             ; or r12, QWORD [r15 + r13 * 8 + offset::TLB_TAGS]
         );
         match slot {
-            Some(slot) => dynasm!(self.ops
+            Some((n, lookup)) => dynasm!(self.ops
                 ; .arch x64
-                ; cmp r12, QWORD [r15 + offset::access_slot(slot)]
+                ; cmp r12, QWORD [r15 + offset::access_slot(n)]
                 ; jne =>lookup
-                ; add r14, QWORD [r15 + offset::access_slot(slot) + 8]
+                ; add r14, QWORD [r15 + offset::access_slot(n) + 8]
             ),
             None => {
-                self.tlb_entry_into_r13();
-                dynasm!(self.ops
-                    ; .arch x64
-                    ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
-                    ; jne =>slow
-                    ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
-                    ; jz =>slow
-                    ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]
-                );
+                self.lookup_tlb_entry(bit, slow);
+                dynasm!(self.ops ; .arch x64 ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]);
             }
         }
         dynasm!(self.ops ; .arch x64 ; =>resume);
         self.slow_paths.push(SlowPath {
-            lookup,
             entry: slow,
             resume,
             slot,
@@ -549,19 +538,16 @@ impl Emitter {
         });
     }
 
-    /// An access's TLB lookup after its slot missed, out of line: the entry for the linear
-    /// address in R14 and the key in R12; on a hit, the slot takes its addend and the access
-    /// goes on at `resume` with its host address, else on to `slow`. Clobbers R13.
-    fn tlb_lookup(&mut self, path: &SlowPath, slot: usize) {
-        let slot = offset::access_slot(slot);
-        dynasm!(self.ops ; .arch x64 ; =>path.lookup);
-        self.tlb_entry_into_r13();
+    /// An access's TLB lookup after its slot `n` missed, out of line at `lookup`: the entry
+    /// for the linear address in R14 and the key in R12; on a hit, the slot takes its addend
+    /// and the access goes on at `resume` with its host address, else on to `slow`.
+    /// Clobbers R13.
+    fn tlb_lookup(&mut self, path: &SlowPath, n: usize, lookup: DynamicLabel) {
+        let slot = offset::access_slot(n);
+        dynasm!(self.ops ; .arch x64 ; =>lookup);
+        self.lookup_tlb_entry(path.bit, path.entry);
         dynasm!(self.ops
             ; .arch x64
-            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
-            ; jne =>path.entry
-            ; test WORD [r13 + entry_layout::DIRECT as i32], path.bit as i16
-            ; jz =>path.entry
             ; mov r13, QWORD [r13 + entry_layout::ADDEND as i32]
             ; mov QWORD [r15 + slot], r12
             ; mov QWORD [r15 + slot + 8], r13
@@ -570,8 +556,10 @@ impl Emitter {
         );
     }
 
-    /// R13: the address of the TLB entry for the linear address in R14, whose key is in R12.
-    fn tlb_entry_into_r13(&mut self) {
+    /// R13: the address of the TLB entry for the linear address in R14, whose key is in R12;
+    /// on to `miss` unless the entry has that key and lets the access (`bit`) go to host
+    /// memory directly.
+    fn lookup_tlb_entry(&mut self, bit: u16, miss: DynamicLabel) {
         let index_mask = (TLB_ENTRIES - 1) as i32;
         let index_bits = TLB_INDEX_BITS as i8;
         let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
@@ -597,14 +585,18 @@ impl Emitter {
             ; lea r13, [r13 + r12 * 8]
             ; and r13d, index_mask << entry_shift
             ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
+            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
+            ; jne =>miss
+            ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
+            ; jz =>miss
         );
     }
 
     /// Emits the slow paths of every inline lookup, after the block's last exit.
     pub(crate) fn finish_slow_paths(&mut self) {
         for path in std::mem::take(&mut self.slow_paths) {
-            if let Some(slot) = path.slot {
-                self.tlb_lookup(&path, slot);
+            if let Some((n, lookup)) = path.slot {
+                self.tlb_lookup(&path, n, lookup);
             }
             let failed = self.ops.new_dynamic_label();
             dynasm!(self.ops ; .arch x64 ; =>path.entry);

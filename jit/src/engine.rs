@@ -11,14 +11,13 @@ use umbra_cpu::interp::translator::{BlockContext as CpuContext, CodePage};
 use umbra_cpu::interp::{Interpreter, StepEvent};
 use umbra_cpu::state::Registers;
 use umbra_mmu::tlb::InlineTlb;
-use umbra_mmu::walker::{Access, AccessKind, Privilege};
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
 use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry, budget};
 use crate::counters::JitCounters;
 use crate::emitter::Runtime;
-use crate::translate::{BlockStart, Translation, translate};
+use crate::translate::{BlockStart, Translation, at_cpl0, translate};
 
 /// The size of each vCPU's code buffer.
 const CODE_BUFFER_BYTES: usize = 32 << 20;
@@ -373,8 +372,7 @@ impl Jit {
             return false;
         };
         let [lower, upper] = tlb.tags;
-        let user = InlineTlb::direct_bit(Access::new(AccessKind::Read, Privilege::User));
-        self.jump_shared = context.read_bit != user && upper != lower;
+        self.jump_shared = at_cpl0(context.read_bit) && upper != lower;
         let tag = if self.jump_shared { upper } else { lower };
         let jump_key = (tag, context.read_bit, context.sse, context.float);
         if self.jump_key != Some(jump_key) {
@@ -610,10 +608,9 @@ extern "sysv64" fn slow_access(ctx: *mut BlockContext, linear: u64, how: u64) ->
 }
 
 /// Brings generated code's view of the vCPU's TLB up to date and returns it: the tags of
-/// the two halves of the address space; empty access slots if translations were dropped since the last
-/// look, and a new jump-cache epoch if translations of code pages were (what they rest on
-/// may have changed). `None` while
-/// the TLB is off.
+/// the two halves of the address space; empty access slots if translations were dropped
+/// since the last look, and a new jump-cache epoch if translations of code pages were (what
+/// they rest on may have changed). `None` while the TLB is off.
 fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
     let tlb = cpu.inline_tlb()?;
     ctx.tlb_tags = tlb.tags.map(u64::from);

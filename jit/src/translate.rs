@@ -59,12 +59,17 @@ pub(crate) struct BlockStart {
 }
 
 impl BlockStart {
-    /// Whether the block runs at CPL 0: blocks run at CPL 0 or 3 only
-    /// ([`umbra_cpu::interp::Interpreter::block_context`]), and the read bit names the
-    /// privilege context.
+    /// Whether the block runs at CPL 0 ([`at_cpl0`]).
     fn at_cpl0(&self) -> bool {
-        self.read_bit != InlineTlb::direct_bit(Access::new(AccessKind::Read, Privilege::User))
+        at_cpl0(self.read_bit)
     }
+}
+
+/// Whether a block context with TLB read bit `read_bit` is at CPL 0: blocks run at CPL 0 or
+/// 3 only ([`umbra_cpu::interp::Interpreter::block_context`]), and the read bit names the
+/// privilege context.
+pub(crate) fn at_cpl0(read_bit: u16) -> bool {
+    read_bit != InlineTlb::direct_bit(Access::new(AccessKind::Read, Privilege::User))
 }
 
 /// A translated block.
@@ -1132,27 +1137,20 @@ impl BlockTranslator {
                 (index != Register::None).then(|| self.register_for_address(index, reg::SCRATCH));
             let ops = &mut self.emitter.ops;
             match (b, x, i.memory_index_scale()) {
-                (Some(b), Some(x), scale) => match (scale, addr32) {
-                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) + disp]),
-                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 2 + disp]),
-                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 4 + disp]),
-                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 8 + disp]),
-                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) + disp]),
-                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 2 + disp]),
-                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 4 + disp]),
-                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + Rq(x) * 8 + disp]),
-                },
-                (None, Some(x), scale) => match (scale, addr32) {
-                    (1, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) + disp]),
-                    (2, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 2 + disp]),
-                    (4, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 4 + disp]),
-                    (_, false) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 8 + disp]),
-                    (1, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) + disp]),
-                    (2, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 2 + disp]),
-                    (4, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 4 + disp]),
-                    (_, true) => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(x) * 8 + disp]),
-                },
-                (Some(b), None, _) if addr32 => dynasm!(ops ; .arch x64 ; lea r14d, [Rq(b) + disp]),
+                (Some(b), Some(x), 1) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) + disp]),
+                (Some(b), Some(x), 2) => {
+                    dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 2 + disp])
+                }
+                (Some(b), Some(x), 4) => {
+                    dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 4 + disp])
+                }
+                (Some(b), Some(x), _) => {
+                    dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + Rq(x) * 8 + disp])
+                }
+                (None, Some(x), 1) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) + disp]),
+                (None, Some(x), 2) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 2 + disp]),
+                (None, Some(x), 4) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 4 + disp]),
+                (None, Some(x), _) => dynasm!(ops ; .arch x64 ; lea r14, [Rq(x) * 8 + disp]),
                 (Some(b), None, _) if disp != 0 => {
                     dynasm!(ops ; .arch x64 ; lea r14, [Rq(b) + disp])
                 }
@@ -1160,6 +1158,10 @@ impl BlockTranslator {
                     dynasm!(ops ; .arch x64 ; mov r14, Rq(b))
                 }
                 _ => {}
+            }
+            if addr32 {
+                // A 32-bit address wraps at 4 GiB.
+                dynasm!(ops ; .arch x64 ; mov r14d, r14d);
             }
         }
         if with_segment {
@@ -1757,8 +1759,7 @@ mod tests {
     use super::*;
     use iced_x86::Formatter;
 
-    /// The host code for `guest` (64-bit code at 0x10000), one instruction per line.
-    /// The host code of `guest` at CPL 0.
+    /// The host code for `guest` (64-bit code at 0x10000) at CPL 0, one instruction per line.
     fn listing(guest: &[u8]) -> String {
         listing_at(guest, 1 << 3, 1 << 4)
     }

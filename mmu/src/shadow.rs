@@ -832,14 +832,15 @@ impl ShadowMmu {
             if writes >= WRITE_FLOOD && page != tree.top {
                 self.counters.flooded.fetch_add(1, Ordering::Relaxed);
                 flush = true;
-                all |= !Self::leaf_frames(shadow, &mut runs);
+                all = all || !Self::leaf_frames(shadow, &mut runs);
                 self.unlink_and_free(root, &mut state, page, &guard);
                 continue;
             }
             for slot in first..=last {
                 let spte = shadow.get(slot as usize);
-                if spte.is_present() {
-                    all |= !Self::entry_frames(shadow, spte, &mut runs);
+                // Past the runs a flush names, everything goes: no need to gather more.
+                if spte.is_present() && !all {
+                    all = !Self::entry_frames(shadow, spte, &mut runs);
                 }
                 flush |= self.zap_entry(root, &mut state, page, slot as usize, &guard);
             }

@@ -311,15 +311,17 @@ impl Tlb {
         if code {
             self.code_invalidations += 1;
         }
+        // The frames one by one, or the frames copied out, whichever are fewer.
         let frames: u64 = runs.iter().map(|&(_, count)| count).sum();
+        let few = frames <= self.copied_frames.len() as u64;
+        let mut each = runs
+            .iter()
+            .flat_map(|&(first, count)| first.0..first.0.saturating_add(count));
+        if few && !each.any(|gfn| self.copied_frames.contains(&gfn)) {
+            return;
+        }
         let runs = FrameRuns::new(runs);
-        let copied = if frames <= self.copied_frames.len() as u64 {
-            let mut each = runs.frames();
-            each.any(|gfn| self.copied_frames.contains(&gfn))
-        } else {
-            self.copied_frames.iter().any(|&gfn| runs.contains(gfn))
-        };
-        if !copied {
+        if !few && !self.copied_frames.iter().any(|&gfn| runs.contains(gfn)) {
             return;
         }
         for entry in self.entries.iter_mut() {
@@ -371,17 +373,6 @@ impl<'a> FrameRuns<'a> {
             }
         }
         FrameRuns::Sorted(merged)
-    }
-
-    /// Every frame of the runs (those of runs that overlap more than once).
-    fn frames(&self) -> Box<dyn Iterator<Item = u64> + '_> {
-        match self {
-            FrameRuns::Few(runs) => Box::new(
-                runs.iter()
-                    .flat_map(|&(first, count)| first.0..first.0.saturating_add(count)),
-            ),
-            FrameRuns::Sorted(spans) => Box::new(spans.iter().flat_map(|&(start, end)| start..end)),
-        }
     }
 
     /// Whether frame `gfn` lies in a run.
