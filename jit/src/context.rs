@@ -11,6 +11,8 @@
 
 use std::mem::offset_of;
 
+use umbra_mmu::tlb::CodeInvalidations;
+
 /// What generated code reads and writes, at fixed offsets from R15.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -70,12 +72,20 @@ pub struct BlockContext {
     pub jump_epoch: u64,
     /// The vCPU's TLB invalidations when the access slots were last checked against them.
     pub tlb_invalidations: u64,
-    /// The vCPU's TLB invalidations of code pages when the epoch was last checked against
+    /// The vCPU's TLB invalidations of code pages when the epochs were last checked against
     /// them.
-    pub tlb_code_invalidations: u64,
+    pub tlb_code_invalidations: CodeInvalidations,
     /// The epoch every epoch last ended at ([`BlockContext::end_jump_epochs`]): those before
     /// it are dead (epochs only grow).
     pub first_live_epoch: u64,
+    /// The epoch the epochs of private jump contexts last ended at
+    /// ([`BlockContext::end_private_jump_epochs`]): those before it are dead.
+    pub first_live_private_epoch: u64,
+    /// Whether the current jump context is shared: kernel code under the tag that roots
+    /// share for the upper half. Its entries hold upper-half targets only, and go only with
+    /// the invalidations a processor's TLB entries for them go with
+    /// ([`CodeInvalidations::upper`]).
+    pub jump_shared: bool,
     /// The last epoch handed out: epochs are never reused.
     pub last_jump_epoch: u64,
     /// On an [`Exit::Interpret`]: the number of the mnemonic of the instruction the block
@@ -141,16 +151,33 @@ impl BlockContext {
     pub fn end_jump_epochs(&mut self) {
         self.jump_epoch = self.new_jump_epoch();
         self.first_live_epoch = self.jump_epoch;
+        self.first_live_private_epoch = self.jump_epoch;
     }
 
-    /// Switches to the epoch `saved`, a context's left earlier, when it is still live, or
-    /// else to a new one; returns the epoch left.
-    pub fn switch_jump_epoch(&mut self, saved: Option<u64>) -> u64 {
+    /// Ends the epochs of every jump context but the shared ones: a translation of code may
+    /// have changed, though not one that shared contexts must let go of yet.
+    pub fn end_private_jump_epochs(&mut self) {
+        let epoch = self.new_jump_epoch();
+        self.first_live_private_epoch = epoch;
+        if !self.jump_shared {
+            self.jump_epoch = epoch;
+        }
+    }
+
+    /// Switches to the epoch `saved`, one a context (`shared` or not) left earlier, when it
+    /// is still live, or else to a new one; returns the epoch left.
+    pub fn switch_jump_epoch(&mut self, saved: Option<u64>, shared: bool) -> u64 {
         let left = self.jump_epoch;
+        let first_live = if shared {
+            self.first_live_epoch
+        } else {
+            self.first_live_private_epoch
+        };
         self.jump_epoch = match saved {
-            Some(epoch) if epoch >= self.first_live_epoch => epoch,
+            Some(epoch) if epoch >= first_live => epoch,
             _ => self.new_jump_epoch(),
         };
+        self.jump_shared = shared;
         left
     }
 
@@ -336,6 +363,40 @@ mod tests {
             );
             assert_eq!(unpark_flags(rflags, parked), rflags);
         }
+    }
+
+    #[test]
+    fn ending_the_private_jump_epochs_keeps_the_shared_ones() {
+        let mut ctx = BlockContext {
+            jump_epoch: 1,
+            last_jump_epoch: 1,
+            ..BlockContext::default()
+        };
+        let private = ctx.switch_jump_epoch(None, true);
+        let shared = ctx.jump_epoch;
+        ctx.end_private_jump_epochs();
+        assert_eq!(
+            ctx.jump_epoch, shared,
+            "the shared context goes on in its epoch"
+        );
+        let left = ctx.switch_jump_epoch(Some(private), false);
+        assert_eq!(left, shared);
+        assert!(ctx.jump_epoch > shared, "the private context's epoch ended");
+        let private = ctx.jump_epoch;
+        ctx.end_private_jump_epochs();
+        assert!(
+            ctx.jump_epoch > private,
+            "the current private epoch ends too"
+        );
+        ctx.switch_jump_epoch(Some(shared), true);
+        assert_eq!(ctx.jump_epoch, shared);
+        ctx.end_jump_epochs();
+        ctx.switch_jump_epoch(Some(private), false);
+        ctx.switch_jump_epoch(Some(shared), true);
+        assert!(
+            ctx.jump_epoch > shared,
+            "ending every epoch ends the shared ones"
+        );
     }
 }
 

@@ -68,9 +68,6 @@ pub struct Jit {
     jump_cache: Box<[JumpEntry]>,
     /// What the jump cache's epoch was started for: the root and the privilege context.
     jump_key: Option<JumpKey>,
-    /// Whether that key's tag is the upper half's tag shared between roots (at CPL 0): the
-    /// jump cache then holds upper-half targets only.
-    jump_shared: bool,
     /// The epochs the other jump contexts met were left in.
     jump_epochs: FxHashMap<JumpKey, u64>,
     /// The first epoch since blocks last went: jump-cache entries of earlier ones must not
@@ -112,7 +109,6 @@ impl Jit {
             counters: JitCounters::default(),
             jump_cache,
             jump_key: None,
-            jump_shared: false,
             jump_epochs: FxHashMap::default(),
             blocks_epoch: 1,
         })
@@ -362,7 +358,7 @@ impl Jit {
     /// Whether the jump cache may hold `rip` in the current jump context: not a lower-half
     /// address under a tag roots share.
     fn jump_cacheable(&self, rip: u64) -> bool {
-        !self.jump_shared || rip >> 63 != 0
+        !self.context.jump_shared || rip >> 63 != 0
     }
 
     /// Brings generated code's view of the TLB up to date ([`follow_tlb`]) and switches to
@@ -372,24 +368,24 @@ impl Jit {
             return false;
         };
         let [lower, upper] = tlb.tags;
-        self.jump_shared = at_cpl0(context.read_bit) && upper != lower;
-        let tag = if self.jump_shared { upper } else { lower };
+        let shared = at_cpl0(context.read_bit) && upper != lower;
+        let tag = if shared { upper } else { lower };
         let jump_key = (tag, context.read_bit, context.sse, context.float);
         if self.jump_key != Some(jump_key) {
-            self.switch_jump_key(jump_key);
+            self.switch_jump_key(jump_key, shared);
         }
         true
     }
 
     /// Makes `key` the jump context: the jump cache's entries filled under it before are
     /// valid again if no epoch has ended since, and those of the context left are kept.
-    fn switch_jump_key(&mut self, key: JumpKey) {
+    fn switch_jump_key(&mut self, key: JumpKey, shared: bool) {
         // Epochs saved before the last end are dead: drop them now and then.
         if self.jump_epochs.len() >= MAX_SAVED_JUMP_EPOCHS {
             self.jump_epochs.clear();
         }
         let saved = self.jump_epochs.get(&key).copied();
-        let left = self.context.switch_jump_epoch(saved);
+        let left = self.context.switch_jump_epoch(saved, shared);
         if let Some(old) = self.jump_key.replace(key) {
             self.jump_epochs.insert(old, left);
         }
@@ -619,11 +615,14 @@ fn follow_tlb(ctx: &mut BlockContext, cpu: &Interpreter) -> Option<InlineTlb> {
         ctx.tlb_invalidations = invalidations;
         ctx.access_slots.forget();
     }
-    let code_invalidations = cpu.tlb_code_invalidations();
-    if code_invalidations != ctx.tlb_code_invalidations {
-        ctx.tlb_code_invalidations = code_invalidations;
+    let code = cpu.tlb_code_invalidations();
+    let seen = ctx.tlb_code_invalidations;
+    if code.upper != seen.upper {
         ctx.end_jump_epochs();
+    } else if code.any != seen.any {
+        ctx.end_private_jump_epochs();
     }
+    ctx.tlb_code_invalidations = code;
     Some(tlb)
 }
 

@@ -146,6 +146,22 @@ pub mod entry_layout {
     pub const ADDEND: usize = std::mem::offset_of!(Entry, addend);
 }
 
+/// How many times translations of pages holding code cached somewhere (blocks of generated
+/// code, and where jumps found them) may have changed: while a count stays the same (and so
+/// does the root), a block's address found before is still right.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeInvalidations {
+    /// Any of them: a flush, a page's entries dropped, or a flush of frames one of which
+    /// holds code (whatever the TLB held of them).
+    pub any: u64,
+    /// Those of the upper half of the address space (bit 63 set) that a processor must drop
+    /// from its TLB (SDM 4.10.4): a flush, or an upper-half page's entries dropped (INVLPG,
+    /// or a CR3 write for a translation that is not global). A frame flush, after a store to
+    /// a paging structure, does not count: until one of these invalidations, a processor may
+    /// go on using what it cached of the translation (SDM 4.10.4.3).
+    pub upper: u64,
+}
+
 /// A vCPU's TLB.
 ///
 /// Entries are filled under a root tag, and hit only under the same one. A tag is handed out
@@ -155,7 +171,7 @@ pub mod entry_layout {
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
     invalidations: u64,
-    code_invalidations: u64,
+    code_invalidations: CodeInvalidations,
     next_tag: u32,
     /// The frames that entries filled since the last invalidation map, with those of the
     /// entries then present: whatever was copied out of an entry since (generated code's
@@ -168,7 +184,7 @@ impl Default for Tlb {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
             invalidations: 0,
-            code_invalidations: 0,
+            code_invalidations: CodeInvalidations::default(),
             next_tag: 0,
             copied_frames: FxHashSet::default(),
         }
@@ -267,9 +283,8 @@ impl Tlb {
     }
 
     /// How many times a translation of a page holding code cached somewhere may have
-    /// changed: a flush, a page's entries dropped, or a flush of frames one of which holds
-    /// code (whatever the TLB held of them).
-    pub fn code_invalidations(&self) -> u64 {
+    /// changed ([`CodeInvalidations`]).
+    pub fn code_invalidations(&self) -> CodeInvalidations {
         self.code_invalidations
     }
 
@@ -292,14 +307,16 @@ impl Tlb {
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
         self.invalidate();
-        self.code_invalidations += 1;
+        self.code_invalidations.any += 1;
+        self.code_invalidations.upper += 1;
         self.next_tag = 0;
     }
 
     /// Drops the entries for `gva` under each of `roots`: its translation changed.
     pub fn flush_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         self.invalidations += 1;
-        self.code_invalidations += 1;
+        self.code_invalidations.any += 1;
+        self.code_invalidations.upper += gva.0 >> 63;
         self.drop_page(gva, roots);
     }
 
@@ -309,7 +326,7 @@ impl Tlb {
     /// filled since the last invalidation mapped one of the frames.
     pub fn flush_frames(&mut self, runs: &[(Gfn, u64)], code: bool) {
         if code {
-            self.code_invalidations += 1;
+            self.code_invalidations.any += 1;
         }
         // The frames one by one, or the frames copied out, whichever are fewer.
         let frames: u64 = runs.iter().map(|&(_, count)| count).sum();
@@ -521,17 +538,36 @@ mod tests {
         tlb.fill(Gva(0x1000), 1, Gfn(0x40), bit, bit, 0x1000);
         tlb.fill(Gva(0x5000), 2, Gfn(0x41), bit, bit, 0x2000);
         tlb.fill(Gva(0x9000), 1, Gfn(0x80), bit, bit, 0x3000);
-        let (before, code_before) = (tlb.invalidations(), tlb.code_invalidations());
+        let (before, code) = (tlb.invalidations(), tlb.code_invalidations());
         tlb.flush_frames(&[(Gfn(0x40), 2)], false);
         assert!(tlb.lookup(Gva(0x1000), 1, read).is_none());
         assert!(tlb.lookup(Gva(0x5000), 2, read).is_none());
         assert!(tlb.lookup(Gva(0x9000), 1, read).is_some());
         assert_eq!(tlb.invalidations(), before + 1);
-        assert_eq!(tlb.code_invalidations(), code_before, "no code frame");
+        assert_eq!(tlb.code_invalidations(), code, "no code frame");
         tlb.flush_frames(&[(Gfn(0x80), 1)], true);
         assert!(tlb.lookup(Gva(0x9000), 1, read).is_none());
-        assert_eq!(tlb.code_invalidations(), code_before + 1);
+        let after = CodeInvalidations {
+            any: code.any + 1,
+            ..code
+        };
+        assert_eq!(tlb.code_invalidations(), after, "not the upper half's");
         assert_eq!(tlb.invalidations(), before + 2);
+    }
+
+    #[test]
+    fn a_page_flush_invalidates_code_translations_of_its_half() {
+        let mut tlb = Tlb::new();
+        let start = tlb.code_invalidations();
+        tlb.flush_page(Gva(0x7000), [1]);
+        let lower = tlb.code_invalidations();
+        assert_eq!((lower.any, lower.upper), (start.any + 1, start.upper));
+        tlb.flush_page(Gva(0xffff_ffff_8100_0000), [1]);
+        let upper = tlb.code_invalidations();
+        assert_eq!((upper.any, upper.upper), (start.any + 2, start.upper + 1));
+        tlb.flush();
+        let all = tlb.code_invalidations();
+        assert_eq!((all.any, all.upper), (start.any + 3, start.upper + 2));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::memslot::{Memslot, MemslotFlags, Memslots, SlotCache};
 use crate::paging::{PTE_DIRTY, PagingMode};
 use crate::role::{CpuRole, PageRole};
 use crate::shadow::{RootHandle, ShadowMmu, ShadowStats, Spte};
-use crate::tlb::{Mapping, NO_ROOT, Tlb, access_bit, every_access};
+use crate::tlb::{CodeInvalidations, Mapping, NO_ROOT, Tlb, access_bit, every_access};
 use crate::walker::{Access, AccessKind, PageFault, WalkMode, Walker};
 
 /// How many roots a vCPU keeps: the current one and three previous, as KVM.
@@ -266,7 +266,7 @@ impl VcpuMmu {
 
     /// How many of those may have changed the translation of a page with code cached
     /// somewhere ([`Tlb::code_invalidations`]).
-    pub fn tlb_code_invalidations(&self) -> u64 {
+    pub fn tlb_code_invalidations(&self) -> CodeInvalidations {
         self.tlb.code_invalidations()
     }
 
@@ -360,9 +360,14 @@ impl VcpuMmu {
         self.private_upper.clear();
     }
 
-    /// MOV to CR3.
+    /// MOV to CR3. The translations of the upper half that are not global go even when the
+    /// root stays, as a processor drops them: what generated code found through them
+    /// counts on it ([`CodeInvalidations::upper`]).
     pub fn set_cr3(&mut self, cr3: u64) {
         self.walker.set_cr3(cr3);
+        if !self.private_upper.is_empty() {
+            self.drop_private_upper();
+        }
         self.load_root();
     }
 

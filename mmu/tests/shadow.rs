@@ -385,6 +385,26 @@ fn a_global_translation_of_the_upper_half_outlives_a_cr3_switch() {
 }
 
 #[test]
+fn a_cr3_write_drops_the_upper_half_translations_that_are_not_global_even_to_the_same_root() {
+    let (_memslots, mut mmu, global) = machine_with_global_pages();
+    let private = Gva(global.0 + 0x1000);
+    let read = access(0, false);
+    mmu.translate(global, read).unwrap();
+    mmu.translate(private, read).unwrap();
+    let code = mmu.tlb_code_invalidations();
+    mmu.set_cr3(mmu.walker().cr3());
+    let misses = mmu.counters().tlb_misses;
+    mmu.translate(global, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses, "the global page stays");
+    mmu.translate(private, read).unwrap();
+    assert_eq!(mmu.counters().tlb_misses, misses + 1, "the other one went");
+    assert!(
+        mmu.tlb_code_invalidations().upper > code.upper,
+        "code found through it must be looked up again"
+    );
+}
+
+#[test]
 fn invlpg_and_a_change_of_cr4_pge_drop_global_translations() {
     let (_memslots, mut mmu, global) = machine_with_global_pages();
     let read = access(0, false);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use umbra_mmu::addr::{Gfn, Gva};
 use umbra_mmu::shadow::ShadowMmu;
-use umbra_mmu::tlb::InlineTlb;
+use umbra_mmu::tlb::{CodeInvalidations, InlineTlb};
 use umbra_mmu::walker::AccessKind;
 
 use super::Interpreter;
@@ -134,9 +134,8 @@ impl Interpreter {
     }
 
     /// How many of those may have changed the translation of a page holding code some
-    /// vCPU cached: while it stays the same (and so does the root), a block's address is
-    /// still right.
-    pub fn tlb_code_invalidations(&self) -> u64 {
+    /// vCPU cached ([`CodeInvalidations`]).
+    pub fn tlb_code_invalidations(&self) -> CodeInvalidations {
         self.mmu.tlb_code_invalidations()
     }
 
