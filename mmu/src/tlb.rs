@@ -173,9 +173,10 @@ pub struct Tlb {
     invalidations: u64,
     code_invalidations: CodeInvalidations,
     next_tag: u32,
-    /// The frames that entries filled since the last invalidation map, with those of the
-    /// entries then present: whatever was copied out of an entry since (generated code's
-    /// access slots) can only map one of these.
+    /// At least the frames that entries map and those that entries replaced since the last
+    /// invalidation mapped: whatever was copied out of an entry since (generated code's
+    /// access slots) can only map one of these. A frame flush takes out the frames it
+    /// names; past [`MAX_COPIED_FRAMES`], an invalidation leaves only the entries' frames.
     copied_frames: FxHashSet<u64>,
 }
 
@@ -250,17 +251,13 @@ impl Tlb {
         };
         self.copied_frames.insert(gfn.0);
         if self.copied_frames.len() > MAX_COPIED_FRAMES {
-            self.invalidate();
+            // Copies of the entries replaced so far must go: then the frames copies may map
+            // are those of the entries now.
+            self.invalidations += 1;
+            self.copied_frames.clear();
+            let present = self.entries.iter().filter(|entry| entry.key != EMPTY_KEY);
+            self.copied_frames.extend(present.map(|entry| entry.gfn));
         }
-    }
-
-    /// Counts an invalidation: copies of entries must go, and the frames they may map are
-    /// those of the entries now.
-    fn invalidate(&mut self) {
-        self.invalidations += 1;
-        self.copied_frames.clear();
-        let present = self.entries.iter().filter(|entry| entry.key != EMPTY_KEY);
-        self.copied_frames.extend(present.map(|entry| entry.gfn));
     }
 
     /// How many entries are in use (a scan of the array: for statistics, not hot paths).
@@ -306,7 +303,8 @@ impl Tlb {
     /// Drops every entry, and makes every tag free again (their holders must take new ones).
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
-        self.invalidate();
+        self.invalidations += 1;
+        self.copied_frames.clear();
         self.code_invalidations.any += 1;
         self.code_invalidations.upper += 1;
         self.next_tag = 0;
@@ -328,25 +326,43 @@ impl Tlb {
         if code {
             self.code_invalidations.any += 1;
         }
-        // The frames one by one, or the frames copied out, whichever are fewer.
-        let frames: u64 = runs.iter().map(|&(_, count)| count).sum();
-        let few = frames <= self.copied_frames.len() as u64;
-        let mut each = runs
-            .iter()
-            .flat_map(|&(first, count)| first.0..first.0.saturating_add(count));
-        if few && !each.any(|gfn| self.copied_frames.contains(&gfn)) {
-            return;
-        }
-        let runs = FrameRuns::new(runs);
-        if !few && !self.copied_frames.iter().any(|&gfn| runs.contains(gfn)) {
+        let mapped = self.mapped_frames(runs);
+        if mapped.is_empty() {
             return;
         }
         for entry in self.entries.iter_mut() {
-            if entry.key != EMPTY_KEY && runs.contains(entry.gfn) {
+            if entry.key != EMPTY_KEY && mapped.binary_search(&entry.gfn).is_ok() {
                 *entry = Entry::default();
             }
         }
-        self.invalidate();
+        // No entry maps them now, and copies made of those that did must go.
+        self.invalidations += 1;
+        for gfn in &mapped {
+            self.copied_frames.remove(gfn);
+        }
+    }
+
+    /// The frames in `runs` that an entry or a copy of one may map (those of
+    /// `copied_frames`), in order: the frames one by one, or those copied out, whichever
+    /// are fewer.
+    fn mapped_frames(&self, runs: &[(Gfn, u64)]) -> Vec<u64> {
+        let frames: u64 = runs.iter().map(|&(_, count)| count).sum();
+        let mut mapped: Vec<u64> = if frames <= self.copied_frames.len() as u64 {
+            runs.iter()
+                .flat_map(|&(first, count)| first.0..first.0.saturating_add(count))
+                .filter(|gfn| self.copied_frames.contains(gfn))
+                .collect()
+        } else {
+            let runs = FrameRuns::new(runs);
+            self.copied_frames
+                .iter()
+                .copied()
+                .filter(|&gfn| runs.contains(gfn))
+                .collect()
+        };
+        mapped.sort_unstable();
+        mapped.dedup();
+        mapped
     }
 
     /// Drops the entries for `gva` under each of `roots` whose translation stands, for a
