@@ -52,7 +52,7 @@ done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-initrd=$work/initramfs.cpio.gz
+initrd=$work/initramfs.cpio
 "$repo/bench/initramfs.sh" "$initrd"
 if [[ -z ${UMBRA:-} ]]; then
     echo "building umbra (release)..." >&2
@@ -116,7 +116,7 @@ for name in $only; do
 done
 
 echo
-echo "Linux boot: $kernel, initramfs from bench/initramfs.sh, -append \"$append\", 1 vCPU, $memory"
+echo "Linux boot: $kernel, uncompressed initramfs from bench/initramfs.sh, -append \"$append\", 1 vCPU, $memory"
 echo "times in seconds: wall from process start to the first userspace line (marker) and to the"
 echo "end (exit); cpu, sha256 and fork-exec as the guest measured them"
 echo

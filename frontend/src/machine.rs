@@ -113,6 +113,16 @@ impl std::fmt::Display for RunEnd {
     }
 }
 
+/// What the backend does to, or cannot do for, a Linux kernel [`Machine::load_kernel`]
+/// loaded (nothing for a multiboot kernel).
+#[derive(Clone, Debug, Default)]
+pub struct LinuxOnBackend {
+    /// The parameters appended to its command line ([`Vm::linux_parameters`]).
+    pub appended: Vec<&'static str>,
+    /// What it cannot do there ([`Vm::linux_limitation`]).
+    pub limitation: Option<&'static str>,
+}
+
 /// The outcome of [`Machine::run`].
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
@@ -184,15 +194,19 @@ impl Machine {
 
     /// Loads the kernel `boot` names (with its initrd or modules and command line) into a
     /// machine built without a ROM, and puts the vCPU at its entry. A Linux kernel's command
-    /// line gets the parameters the backend needs ([`Vm::linux_parameters`]); returns them.
-    pub fn load_kernel(&mut self, boot: &KernelBoot) -> Result<Vec<&'static str>, MachineError> {
+    /// line gets the parameters the backend needs ([`Vm::linux_parameters`]); returns what
+    /// the backend changed or cannot do for it.
+    pub fn load_kernel(&mut self, boot: &KernelBoot) -> Result<LinuxOnBackend, MachineError> {
         let parameters = self.vm.linux_parameters();
         let loaded = loader::load(&self.memslots, self.memory, boot, parameters)?;
         loaded.entry.apply(&mut *self.vcpu)?;
         Ok(if loaded.linux {
-            parameters.to_vec()
+            LinuxOnBackend {
+                appended: parameters.to_vec(),
+                limitation: self.vm.linux_limitation(),
+            }
         } else {
-            Vec::new()
+            LinuxOnBackend::default()
         })
     }
 

@@ -13,7 +13,7 @@ use umbra::accel;
 use umbra::cli::{self, Cli, Command, FirmwareCommand, MmuMode, RunArgs, SerialTarget, Switch};
 use umbra::console::{Console, ConsoleLink};
 use umbra::gdb::target::MachineView;
-use umbra::machine::{Machine, MachineConfig, MachineError, RunOutcome};
+use umbra::machine::{LinuxOnBackend, Machine, MachineConfig, MachineError, RunOutcome};
 use umbra::report::{EXIT_BAD_INPUT, EXIT_GUEST_FAILURE, exit_status, summary_line};
 use umbra::rom::RomImage;
 use umbra_cpu::backend::Vcpu;
@@ -167,20 +167,23 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         other => Failure::runtime(other),
     })?;
-    let appended = match &kernel {
+    let linux = match &kernel {
         Some(boot) => machine.load_kernel(boot).map_err(|e| match e {
             MachineError::Load(_) => Failure::bad_input(e),
             other => Failure::runtime(other),
         })?,
-        None => Vec::new(),
+        None => LinuxOnBackend::default(),
     };
     eprintln!("umbra: accel {}", choice.reason);
-    if !appended.is_empty() {
+    let backend = choice.hypervisor.name();
+    if !linux.appended.is_empty() {
         eprintln!(
-            "umbra: {}: appended to the kernel command line: {}",
-            choice.hypervisor.name(),
-            appended.join(" ")
+            "umbra: {backend}: appended to the kernel command line: {}",
+            linux.appended.join(" ")
         );
+    }
+    if let Some(limitation) = linux.limitation {
+        eprintln!("umbra: {backend}: warning: {limitation}");
     }
     if let Some(address) = gdb {
         let control = machine.debug_control(args.wait_for_gdb);

@@ -169,6 +169,12 @@ pub trait Vm: Send + Sync {
     fn linux_parameters(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// What a Linux guest cannot do on this backend whatever its command line, for the user
+    /// to hear before it boots; `None` for most.
+    fn linux_limitation(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// One virtual CPU.

@@ -140,9 +140,19 @@ const PVM_EMULATOR_GAPS: &[Removed] = &[
 /// use between kernel_fpu_begin and kernel_fpu_end (SSSE3, SSE4.1, SSE4.2, AES-NI,
 /// PCLMULQDQ), whose LDMXCSR and vector arithmetic the emulator cannot run either: the
 /// kernel falls back to its generic C code.
+///
+/// Then what PVM's pace calls for, where the emulator runs kernel code at a few million
+/// instructions a second: no boot-time checks of the kernel by itself that take minutes
+/// there and change nothing it runs afterwards (the crypto self-tests; two initcalls of
+/// tracing, one looking up every ftrace call site in kallsyms to disable those of weak
+/// functions, one rewriting every trace event's format with enum values), and no lockup
+/// watchdog, whose reports of a slow CPU are themselves slow to print.
 pub const PVM_LINUX_PARAMETERS: &[&str] = &[
     "noxsave",
     "clearcpuid=smap,invpcid,fsgsbase,rdpid,rdrand,rdseed,popcnt,ssse3,sse4_1,sse4_2,aes,pclmulqdq",
+    "cryptomgr.notests",
+    "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init",
+    "nowatchdog",
 ];
 
 /// `supported` with the features Umbra's machine on `flavor` cannot back taken out.

@@ -122,6 +122,18 @@ impl Vm for KvmVm {
             _ => &[],
         }
     }
+
+    fn linux_limitation(&self) -> Option<&'static str> {
+        // PVM's SYSCALL exit handler delivers a SYSCALL made in guest user mode as an event
+        // to the entry a PVM guest kernel registers (MSR_PVM_EVENT_ENTRY); a stock kernel
+        // has none, and resumes at LSTAR still in user mode, where fetching its own entry
+        // code faults.
+        (self.flavor == KvmFlavor::Pvm).then_some(
+            "PVM hands a SYSCALL made in guest user mode to the event entry of a kernel built \
+             to run under PVM, which this kernel is not: it boots, but its userspace dies at \
+             its first system call (on hardware KVM it runs)",
+        )
+    }
 }
 
 /// EAX, EBX, ECX and EDX of CPUID leaf `function` (subleaf 0) in `cpuid`.
