@@ -227,7 +227,7 @@ impl JumpEntry {
 }
 
 /// log2 of the jump cache's entries.
-pub const JUMP_CACHE_BITS: u32 = 14;
+pub const JUMP_CACHE_BITS: u32 = 16;
 
 /// The jump cache's index for `rip` (what generated code computes too).
 pub fn jump_index(rip: u64) -> usize {
