@@ -25,8 +25,10 @@ const STEPS_PER_RUN: u32 = 1 << 16;
 const KICK_INTERVAL: u32 = 64;
 
 /// How many instructions a block engine runs between two looks at the kick and the interrupt
-/// lines (it returns earlier when interrupts become enabled).
-const ENGINE_SLICE: u32 = 1024;
+/// lines (it returns earlier when interrupts become enabled). Within a run only other
+/// threads change those (the machine's timers run between runs), so a slice may be long: each
+/// costs a return to the dispatcher and a way back into generated code.
+const ENGINE_SLICE: u32 = 8192;
 
 /// Something that runs guest code faster than stepping the interpreter: a translator to host
 /// code (Umbra's JIT, in the `umbra-jit` crate, which this crate cannot name). It works on the
