@@ -415,6 +415,7 @@ impl Jit {
         ctx.kernel_gs_base = cpu.kernel_gs_base();
         ctx.tsc_offset = cpu.tsc_offset();
         ctx.selectors = cpu.selectors();
+        ctx.control_registers = cpu.control_registers();
         ctx.budget = budget::new(*left);
         ctx.slow_accesses = 0;
         ctx.tlb_entries = tlb.entries as u64;

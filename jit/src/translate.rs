@@ -126,6 +126,8 @@ enum Lowering {
     ReadTsc,
     /// MOV of a segment selector to a general register with a home.
     ReadSelector,
+    /// MOV from CR0, CR2, CR3 or CR4 to a general register with a home, at CPL 0.
+    ReadControl,
     /// LEAVE.
     Leave,
     /// SWAPGS at CPL 0: GS's base and IA32_KERNEL_GS_BASE exchanged in the context.
@@ -298,6 +300,16 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
                 && HOMELESS_GUESTS & (1 << gpr_number(i.op0_register())) == 0 =>
         {
             Lowering::ReadSelector
+        }
+        Mov_r64_cr
+            if start.at_cpl0()
+                && matches!(
+                    i.op1_register(),
+                    Register::CR0 | Register::CR2 | Register::CR3 | Register::CR4
+                )
+                && HOMELESS_GUESTS & (1 << gpr_number(i.op0_register())) == 0 =>
+        {
+            Lowering::ReadControl
         }
         Leaveq => Lowering::Leave,
         Swapgs if start.at_cpl0() => Lowering::SwapGs,
@@ -918,6 +930,12 @@ impl BlockTranslator {
             }
             Lowering::ReadTsc => self.read_tsc(),
             Lowering::ReadSelector => self.read_selector(i),
+            Lowering::ReadControl => {
+                let dst = gpr_number(i.op0_register());
+                let at = offset::control_register(i.op1_register().number() as u8);
+                dynasm!(self.emitter.ops ; .arch x64 ; mov Rq(dst), QWORD [r15 + at]);
+                self.emitter.home_written(dst);
+            }
             Lowering::SwapGs => dynasm!(self.emitter.ops
                 ; .arch x64
                 ; mov r12, QWORD [r15 + offset::GS_BASE]
