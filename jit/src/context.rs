@@ -94,9 +94,9 @@ pub struct BlockContext {
     pub exit_mnemonic: u64,
     /// What memory accesses in generated code last translated.
     pub access_slots: AccessSlots,
-    /// CR0, CR2, CR3 and CR4, as MOV from them reads them (only the interpreter changes
-    /// them).
-    pub control_registers: [u64; 4],
+    /// CR0 to CR4 by number, as MOV from them reads them (CR1, which does not exist, as 0);
+    /// only the interpreter changes them.
+    pub control_registers: [u64; 5],
 }
 
 /// Entries of [`AccessSlots`] (a power of two).
@@ -288,15 +288,9 @@ pub mod offset {
     pub const fn selector(n: u8) -> i32 {
         (offset_of!(BlockContext, selectors) + 2 * n as usize) as i32
     }
-    /// Control register `n`, one of CR0, CR2, CR3 and CR4 (u64).
+    /// Control register `n`, CR0 to CR4 (u64).
     pub const fn control_register(n: u8) -> i32 {
-        let index = match n {
-            0 => 0,
-            2 => 1,
-            3 => 2,
-            _ => 3,
-        };
-        (offset_of!(BlockContext, control_registers) + 8 * index) as i32
+        (offset_of!(BlockContext, control_registers) + 8 * n as usize) as i32
     }
     /// The value kept across a call.
     pub const HELD: i32 = offset_of!(BlockContext, held) as i32;

@@ -189,11 +189,12 @@ impl Interpreter {
         [s.es, s.cs, s.ss, s.ds, s.fs, s.gs].map(|segment| segment.selector)
     }
 
-    /// CR0, CR2, CR3 and CR4 as MOV from them reads them, for generated code that reads them
-    /// at CPL 0: valid until the vCPU next runs an instruction itself.
-    pub fn control_registers(&self) -> [u64; 4] {
+    /// CR0 to CR4 by number as MOV from them reads them (CR1, which does not exist, as 0),
+    /// for generated code that reads them at CPL 0: valid until the vCPU next runs an
+    /// instruction itself.
+    pub fn control_registers(&self) -> [u64; 5] {
         let s = &self.sregs;
-        [s.cr0, s.cr2, self.mmu.walker().cr3(), s.cr4]
+        [s.cr0, 0, s.cr2, self.mmu.walker().cr3(), s.cr4]
     }
 
     /// What RDTSC adds to the host's time-stamp counter for the guest's, for generated code
