@@ -270,8 +270,7 @@ impl Tlb {
 
     /// How many times translations under tags still handed out may have changed: a flush
     /// (which frees every tag), a page's entries dropped with [`Tlb::flush_page`], or frames'
-    /// with [`Tlb::flush_frames`] where entries filled since the last invalidation mapped
-    /// them. A translation copied out of an entry (by generated code) may be stale when this
+    /// with [`Tlb::flush_frames`] where an entry or a copy of one may map them. A translation copied out of an entry (by generated code) may be stale when this
     /// changed, and is still right when it did not (a fill only replaces an entry, and
     /// entries under tags no longer used never hit again). It also changes now and then
     /// when nothing was dropped, to bound what is remembered of the frames copied out.
@@ -320,8 +319,8 @@ impl Tlb {
 
     /// Drops the entries, under every tag, for the guest frames in `runs` (first frame,
     /// count): their translations changed. `code` says whether one of the frames holds code
-    /// cached somewhere. Nothing is dropped, and no invalidation counted, when no entry
-    /// filled since the last invalidation mapped one of the frames.
+    /// cached somewhere. Nothing is dropped, and no invalidation counted, when neither an
+    /// entry nor a copy of one may map one of the frames (none is in `copied_frames`).
     pub fn flush_frames(&mut self, runs: &[(Gfn, u64)], code: bool) {
         if code {
             self.code_invalidations.any += 1;
