@@ -176,7 +176,8 @@ pub struct Tlb {
     /// At least the frames that entries map and those that entries replaced since the last
     /// invalidation mapped: whatever was copied out of an entry since (generated code's
     /// access slots) can only map one of these. A frame flush takes out the frames it
-    /// names; past [`MAX_COPIED_FRAMES`], an invalidation leaves only the entries' frames.
+    /// names, or, when the record holds more frames than there are entries, leaves only the
+    /// entries' frames, as a fill past [`MAX_COPIED_FRAMES`] does.
     copied_frames: FxHashSet<u64>,
 }
 
@@ -251,13 +252,17 @@ impl Tlb {
         };
         self.copied_frames.insert(gfn.0);
         if self.copied_frames.len() > MAX_COPIED_FRAMES {
-            // Copies of the entries replaced so far must go: then the frames copies may map
-            // are those of the entries now.
+            // Copies of the entries replaced so far must go.
             self.invalidations += 1;
-            self.copied_frames.clear();
-            let present = self.entries.iter().filter(|entry| entry.key != EMPTY_KEY);
-            self.copied_frames.extend(present.map(|entry| entry.gfn));
+            self.trim_copied_frames();
         }
+    }
+
+    /// Right after an invalidation: the frames copies may map are those of the entries now.
+    fn trim_copied_frames(&mut self) {
+        self.copied_frames.clear();
+        let present = self.entries.iter().filter(|entry| entry.key != EMPTY_KEY);
+        self.copied_frames.extend(present.map(|entry| entry.gfn));
     }
 
     /// How many entries are in use (a scan of the array: for statistics, not hot paths).
@@ -334,10 +339,16 @@ impl Tlb {
                 *entry = Entry::default();
             }
         }
-        // No entry maps them now, and copies made of those that did must go.
+        // No entry maps them now, and copies made of those that did must go: the record may
+        // then forget the frames of the entries replaced so far too, and does once it holds
+        // more frames than there are entries (a scan of them, paid for by many flushes).
         self.invalidations += 1;
-        for gfn in &mapped {
-            self.copied_frames.remove(gfn);
+        if self.copied_frames.len() > TLB_ENTRIES {
+            self.trim_copied_frames();
+        } else {
+            for gfn in &mapped {
+                self.copied_frames.remove(gfn);
+            }
         }
     }
 
