@@ -106,11 +106,10 @@ pub const ACCESS_SLOTS: usize = 4096;
 /// translated through the TLB (accesses whose code lies [`ACCESS_SLOTS`] apart share one):
 /// its page's TLB key, for the access's size, and the addend to the host address. The
 /// access hits here when its key is the same, with a compare that lies off the path from the
-/// address to the data. A slot is filled only
-/// from a TLB entry letting the access go to host memory directly, and the key names the
-/// root's tag; so it stays right until the TLB's invalidations count changes (a flush that
-/// hands tags out again, or a page's translation dropped), when every slot is emptied
-/// ([`AccessSlots::forget`]).
+/// address to the data. A slot is filled only from a TLB entry letting the access go to host
+/// memory directly, and the key names the root's tag; so it stays right until the TLB's
+/// invalidations count changes (a flush that hands tags out again, or a page's translation
+/// dropped), when every slot is emptied ([`AccessSlots::forget`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct AccessSlot {

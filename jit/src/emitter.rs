@@ -35,6 +35,8 @@ pub(crate) mod reg {
     pub const RDX: u8 = 2;
     /// RSP: the host stack.
     pub const RSP: u8 = 4;
+    /// RBP.
+    pub const RBP: u8 = 5;
     /// R12: scratch for address computations and the TLB lookup.
     pub const SCRATCH: u8 = 12;
     /// R13: scratch for the TLB lookup.

@@ -28,9 +28,6 @@ use crate::emitter::{
     BudgetUpdate, Emitter, ExitPoint, FlagState, RegisterCache, Runtime, reg, registers_in,
 };
 
-/// RBP's number.
-const RBP: u8 = 5;
-
 /// RFLAGS.IF.
 const RFLAGS_IF: i32 = 1 << 9;
 /// RFLAGS.DF.
@@ -296,8 +293,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
         Pushfq => Lowering::PushFlags,
         Rdtsc if start.at_cpl0() => Lowering::ReadTsc,
         Mov_r32m16_Sreg | Mov_r64m16_Sreg | Mov_rm16_Sreg
-            if i.op0_kind() == OpKind::Register
-                && HOMELESS_GUESTS & (1 << gpr_number(i.op0_register())) == 0 =>
+            if i.op0_kind() == OpKind::Register && has_home(i.op0_register()) =>
         {
             Lowering::ReadSelector
         }
@@ -307,7 +303,7 @@ fn lowering(i: &Instruction, start: BlockStart) -> Lowering {
                     i.op1_register(),
                     Register::CR0 | Register::CR2 | Register::CR3 | Register::CR4
                 )
-                && HOMELESS_GUESTS & (1 << gpr_number(i.op0_register())) == 0 =>
+                && has_home(i.op0_register()) =>
         {
             Lowering::ReadControl
         }
@@ -930,12 +926,7 @@ impl BlockTranslator {
             }
             Lowering::ReadTsc => self.read_tsc(),
             Lowering::ReadSelector => self.read_selector(i),
-            Lowering::ReadControl => {
-                let dst = gpr_number(i.op0_register());
-                let at = offset::control_register(i.op1_register().number() as u8);
-                dynasm!(self.emitter.ops ; .arch x64 ; mov Rq(dst), QWORD [r15 + at]);
-                self.emitter.home_written(dst);
-            }
+            Lowering::ReadControl => self.read_control(i),
             Lowering::SwapGs => dynasm!(self.emitter.ops
                 ; .arch x64
                 ; mov r12, QWORD [r15 + offset::GS_BASE]
@@ -1092,14 +1083,22 @@ impl BlockTranslator {
         self.emitter.home_written(dst);
     }
 
+    /// MOV r64, CRn: the copy of the control register in the context.
+    fn read_control(&mut self, i: &Instruction) {
+        let dst = gpr_number(i.op0_register());
+        let at = offset::control_register(i.op1_register().number() as u8);
+        dynasm!(self.emitter.ops ; .arch x64 ; mov Rq(dst), QWORD [r15 + at]);
+        self.emitter.home_written(dst);
+    }
+
     /// LEAVE: RBP <- the qword at RBP, RSP <- RBP + 8 (the load first: it may fault). Every
     /// register must have been flushed.
     fn leave(&mut self, i: &Instruction) {
-        self.qword_load(i, RBP, 0);
+        self.qword_load(i, reg::RBP, 0);
         dynasm!(self.emitter.ops
             ; .arch x64
             ; mov QWORD [r15 + offset::gpr(reg::RSP)], rcx
-            ; mov QWORD [r15 + offset::gpr(RBP)], rax
+            ; mov QWORD [r15 + offset::gpr(reg::RBP)], rax
         );
     }
 
@@ -1202,7 +1201,7 @@ impl BlockTranslator {
     /// (loaded if it was not), or, for a homeless one, `scratch` loaded from the context.
     fn register_for_address(&mut self, r: Register, scratch: u8) -> u8 {
         let n = gpr_number(r);
-        if HOMELESS_GUESTS & (1 << n) == 0 {
+        if has_home(r) {
             self.emitter.use_home(n);
             n
         } else {
@@ -1732,6 +1731,11 @@ const ALL_REGISTERS: u16 = 0xffff;
 
 /// Guest registers without a home (see [`crate::emitter`]).
 const HOMELESS_GUESTS: u16 = crate::emitter::HOMELESS;
+
+/// Whether general register `r` has a home (see [`crate::emitter`]).
+fn has_home(r: Register) -> bool {
+    HOMELESS_GUESTS & (1 << gpr_number(r)) == 0
+}
 
 /// Whether `i` computes addresses in 32 bits.
 fn is_addr32(i: &Instruction) -> bool {

@@ -4,11 +4,11 @@
 //! switching between cached roots needs no flush, or one the roots of a role share for the
 //! upper half of the address space, where global pages (the kernel's) are the same in every
 //! address space. The tag also picks the set, so that address spaces using the same addresses
-//! (every process's text at the same place) do not evict each other. It holds, for the three access contexts (user,
-//! supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three kinds of access (read,
-//! write, fetch), whether the access is allowed at all without a walk and whether it may go
-//! straight to host memory; a hit is one index, one compare and a bit test, with no lock,
-//! atomic or allocation.
+//! (every process's text at the same place) do not evict each other. It holds, for the three
+//! access contexts (user, supervisor, supervisor with EFLAGS.AC = 1 under SMAP) and the three
+//! kinds of access (read, write, fetch), whether the access is allowed at all without a walk
+//! and whether it may go straight to host memory; a hit is one index, one compare and a bit
+//! test, with no lock, atomic or allocation.
 
 use rustc_hash::FxHashSet;
 
@@ -275,10 +275,11 @@ impl Tlb {
 
     /// How many times translations under tags still handed out may have changed: a flush
     /// (which frees every tag), a page's entries dropped with [`Tlb::flush_page`], or frames'
-    /// with [`Tlb::flush_frames`] where an entry or a copy of one may map them. A translation copied out of an entry (by generated code) may be stale when this
-    /// changed, and is still right when it did not (a fill only replaces an entry, and
-    /// entries under tags no longer used never hit again). It also changes now and then
-    /// when nothing was dropped, to bound what is remembered of the frames copied out.
+    /// with [`Tlb::flush_frames`] where an entry or a copy of one may map them. A
+    /// translation copied out of an entry (by generated code) may be stale when this changed,
+    /// and is still right when it did not (a fill only replaces an entry, and entries under
+    /// tags no longer used never hit again). It also changes now and then when nothing was
+    /// dropped, to bound what is remembered of the frames copied out.
     pub fn invalidations(&self) -> u64 {
         self.invalidations
     }

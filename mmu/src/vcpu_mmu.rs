@@ -365,9 +365,7 @@ impl VcpuMmu {
     /// counts on it ([`CodeInvalidations::upper`]).
     pub fn set_cr3(&mut self, cr3: u64) {
         self.walker.set_cr3(cr3);
-        if !self.private_upper.is_empty() {
-            self.drop_private_upper();
-        }
+        self.drop_private_upper();
         self.load_root();
     }
 
@@ -404,7 +402,7 @@ impl VcpuMmu {
         let before = self.shadowing.then(|| self.roots[0].tree.id());
         self.switch_root();
         let after = self.shadowing.then(|| self.roots[0].tree.id());
-        if before != after && !self.private_upper.is_empty() {
+        if before != after {
             self.drop_private_upper();
         }
         self.update_tag();

@@ -189,9 +189,9 @@ impl Interpreter {
         [s.es, s.cs, s.ss, s.ds, s.fs, s.gs].map(|segment| segment.selector)
     }
 
-    /// CR0 to CR4 by number as MOV from them reads them (CR1, which does not exist, as 0),
-    /// for generated code that reads them at CPL 0: valid until the vCPU next runs an
-    /// instruction itself.
+    /// CR0 to CR4 by number as MOV from them reads them (CR1, which does not exist, as 0):
+    /// the interpreter's MOV reads them here, and generated code that reads them at CPL 0 a
+    /// copy, valid until the vCPU next runs an instruction itself.
     pub fn control_registers(&self) -> [u64; 5] {
         let s = &self.sregs;
         [s.cr0, 0, s.cr2, self.mmu.walker().cr3(), s.cr4]

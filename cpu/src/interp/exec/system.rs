@@ -422,10 +422,9 @@ impl Interpreter {
             }
         } else {
             let value = match control {
-                Register::CR0 => self.sregs.cr0,
-                Register::CR2 => self.sregs.cr2,
-                Register::CR3 => self.mmu.walker().cr3(),
-                Register::CR4 => self.sregs.cr4,
+                Register::CR0 | Register::CR2 | Register::CR3 | Register::CR4 => {
+                    self.control_registers()[control.number()]
+                }
                 Register::CR8 if self.mode() == CpuMode::Long => self.sregs.cr8,
                 _ => return Err(Exception::ud()),
             };
