@@ -1,8 +1,13 @@
 //! The pieces of host code every block is built from: guest registers and flags moved between
-//! the block context and the host, the inline TLB lookup with its slow path, and exits.
+//! the block context and the host, the TLB lookup with its slow path, and exits; and the
+//! routines every block shares, which keep the blocks small: the TLB lookup's fast path and
+//! the jump-cache lookup, called rather than repeated, since kernel code runs through so many
+//! blocks that the host's instruction caches hold only a part of them.
 //!
 //! Conventions inside generated code: R15 holds the [`BlockContext`](crate::context) address;
-//! R14 holds an access's linear, then host, address; RSP is the host stack, 16-byte aligned at every call, which blocks never move.
+//! R14 holds an access's linear, then host, address; RSP is the host stack, 16-byte aligned
+//! at every call to the slow path, which blocks never move but for the shared routines'
+//! return addresses.
 //! Every other guest register has a *home*, the host register of the same number, where it is
 //! kept between instructions once loaded ([`RegisterCache`]), and stored back to the context
 //! before control can leave the block, so that the context is exact at every exit. R12 and R13
@@ -21,7 +26,7 @@
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 use iced_x86::Mnemonic;
-use umbra_mmu::tlb::{TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
+use umbra_mmu::tlb::{ACCESS_BITS, TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{
     ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, offset,
@@ -138,6 +143,10 @@ struct BudgetSite {
 pub(crate) struct Runtime {
     /// Where blocks return to the dispatcher, with an [`Exit`] in EAX.
     pub exit: usize,
+    /// The jump-cache lookup ([`jump_lookup_routine`]).
+    pub jump_lookup: usize,
+    /// The TLB lookup for each TLB bit ([`tlb_lookup_routine`]), by the bit's number.
+    pub tlb_lookup: [usize; ACCESS_BITS],
     /// `extern "sysv64" fn(*mut BlockContext, linear: u64, how: u64) -> u64`: the host
     /// address for an access the inline lookup missed, or 0. `how`: the access's size in
     /// bits 7:0, bit 8 set for a write, and a string instruction's bytes in bits 31:16.
@@ -366,43 +375,22 @@ impl Emitter {
         self.exit(Exit::Interpret, at);
     }
 
-    /// Returns to the dispatcher with `exit`; a [`Exit::Jump`] first looks the block at RIP up
-    /// in the jump cache, and goes straight to it on a hit.
+    /// Returns to the dispatcher with `exit`; a [`Exit::Jump`] goes to the block at RIP
+    /// instead when the jump cache has it ([`jump_lookup_routine`]).
     fn leave(&mut self, exit: Exit) {
         if exit == Exit::Jump {
-            self.jump_through_cache();
+            dynasm!(self.ops
+                ; .arch x64
+                ; call extern self.runtime.jump_lookup
+                ; jmp rax
+            );
+        } else {
+            dynasm!(self.ops
+                ; .arch x64
+                ; mov eax, exit as i32
+                ; jmp extern self.runtime.exit
+            );
         }
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov eax, exit as i32
-            ; jmp extern self.runtime.exit
-        );
-    }
-
-    /// Jumps to the block for the RIP in the context if the jump cache has it for this epoch;
-    /// falls through otherwise. Clobbers RAX, R12 and R13.
-    fn jump_through_cache(&mut self) {
-        let miss = self.ops.new_dynamic_label();
-        let mask = (1i32 << JUMP_CACHE_BITS) - 1;
-        let shift = jump_entry::SIZE.trailing_zeros() as i8;
-        debug_assert_eq!(1 << shift, jump_entry::SIZE);
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov rax, QWORD [r15 + offset::RIP]
-            ; mov r12, rax
-            ; shr r12, JUMP_CACHE_BITS as i8
-            ; xor r12, rax
-            ; and r12d, mask
-            ; shl r12d, shift
-            ; add r12, QWORD [r15 + offset::JUMP_CACHE]
-            ; cmp rax, QWORD [r12 + jump_entry::RIP]
-            ; jne =>miss
-            ; mov r13, QWORD [r12 + jump_entry::EPOCH]
-            ; cmp r13, QWORD [r15 + offset::JUMP_EPOCH]
-            ; jne =>miss
-            ; jmp QWORD [r12 + jump_entry::ENTRY]
-            ; =>miss
-        );
     }
 
     /// Gives back, for an exit at `at`, what the prologue charged for the instructions not
@@ -501,30 +489,29 @@ impl Emitter {
             let n = ((self.base + self.ops.offset().0) >> 4) % ACCESS_SLOTS;
             (n, self.ops.new_dynamic_label())
         });
-        // R12: the TLB key of the page holding the access's last byte, so that an access
-        // running into the next page misses, under its half's tag (R13: the half).
+        // R12: the access's last byte, so that an access running into the next page misses.
         if size == 1 {
             dynasm!(self.ops ; .arch x64 ; mov r12, r14);
         } else {
             dynasm!(self.ops ; .arch x64 ; lea r12, [r14 + (size - 1) as i32]);
         }
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov r13, r12
-            ; shr r13, 63
-            ; and r12, !0xfff
-            ; or r12, QWORD [r15 + r13 * 8 + offset::TLB_TAGS]
-        );
         match slot {
-            Some((n, lookup)) => dynasm!(self.ops
-                ; .arch x64
-                ; cmp r12, QWORD [r15 + offset::access_slot(n)]
-                ; jne =>lookup
-                ; add r14, QWORD [r15 + offset::access_slot(n) + 8]
-            ),
+            Some((n, lookup)) => {
+                tlb_key_into_r12(&mut self.ops);
+                dynasm!(self.ops
+                    ; .arch x64
+                    ; cmp r12, QWORD [r15 + offset::access_slot(n)]
+                    ; jne =>lookup
+                    ; add r14, QWORD [r15 + offset::access_slot(n) + 8]
+                );
+            }
             None => {
-                self.lookup_tlb_entry(bit, slow);
-                dynasm!(self.ops ; .arch x64 ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]);
+                let lookup = self.runtime.tlb_lookup[bit.trailing_zeros() as usize];
+                dynasm!(self.ops
+                    ; .arch x64
+                    ; call extern lookup
+                    ; jne =>slow
+                );
             }
         }
         dynasm!(self.ops ; .arch x64 ; =>resume);
@@ -547,7 +534,7 @@ impl Emitter {
     fn tlb_lookup(&mut self, path: &SlowPath, n: usize, lookup: DynamicLabel) {
         let slot = offset::access_slot(n);
         dynasm!(self.ops ; .arch x64 ; =>lookup);
-        self.lookup_tlb_entry(path.bit, path.entry);
+        tlb_entry_into_r13(&mut self.ops, path.bit, path.entry);
         dynasm!(self.ops
             ; .arch x64
             ; mov r13, QWORD [r13 + entry_layout::ADDEND as i32]
@@ -555,42 +542,6 @@ impl Emitter {
             ; mov QWORD [r15 + slot + 8], r13
             ; add r14, r13
             ; jmp =>path.resume
-        );
-    }
-
-    /// R13: the address of the TLB entry for the linear address in R14, whose key is in R12;
-    /// on to `miss` unless the entry has that key and lets the access (`bit`) go to host
-    /// memory directly.
-    fn lookup_tlb_entry(&mut self, bit: u16, miss: DynamicLabel) {
-        let index_mask = (TLB_ENTRIES - 1) as i32;
-        let index_bits = TLB_INDEX_BITS as i8;
-        let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
-        debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
-        debug_assert_eq!(
-            entry_layout::SIZE,
-            32,
-            "the key times 8 is its tag's spread"
-        );
-        // R13: the entry. The page number and its folded high bits, XORed together while
-        // the address still has them ((la ^ la >> INDEX_BITS) >> shift), already shifted to
-        // entry-size units; the tag's spread, tag / 4 entries, which the key times 8 adds
-        // (its page bits land above the mask); the mask. The low bits of the shifted page
-        // number hold offset bits, which the mask clears and the spread's zero low bits
-        // (tags are multiples of 4) never carry from.
-        let page_shift = 12 - entry_shift;
-        dynasm!(self.ops
-            ; .arch x64
-            ; mov r13, r14
-            ; shr r13, index_bits
-            ; xor r13, r14
-            ; shr r13, page_shift
-            ; lea r13, [r13 + r12 * 8]
-            ; and r13d, index_mask << entry_shift
-            ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
-            ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
-            ; jne =>miss
-            ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
-            ; jz =>miss
         );
     }
 
@@ -674,4 +625,108 @@ impl Emitter {
         self.exit_to_interpreter(exit, None);
         dynasm!(self.ops ; .arch x64 ; =>ok);
     }
+}
+
+/// R12: the TLB key of the page holding the linear address in R12, under its half's tag.
+/// Clobbers R13.
+fn tlb_key_into_r12(ops: &mut VecAssembler<X64Relocation>) {
+    dynasm!(ops
+        ; .arch x64
+        ; mov r13, r12
+        ; shr r13, 63
+        ; and r12, !0xfff
+        ; or r12, QWORD [r15 + r13 * 8 + offset::TLB_TAGS]
+    );
+}
+
+/// R13: the address of the TLB entry for the linear address in R14, whose key is in R12;
+/// on to `miss` unless the entry has that key and lets the access (`bit`) go to host memory
+/// directly.
+fn tlb_entry_into_r13(ops: &mut VecAssembler<X64Relocation>, bit: u16, miss: DynamicLabel) {
+    let index_mask = (TLB_ENTRIES - 1) as i32;
+    let index_bits = TLB_INDEX_BITS as i8;
+    let entry_shift = entry_layout::SIZE.trailing_zeros() as i8;
+    debug_assert_eq!(1 << entry_shift, entry_layout::SIZE);
+    debug_assert_eq!(
+        entry_layout::SIZE,
+        32,
+        "the key times 8 is its tag's spread"
+    );
+    // R13: the entry. The page number and its folded high bits, XORed together while
+    // the address still has them ((la ^ la >> INDEX_BITS) >> shift), already shifted to
+    // entry-size units; the tag's spread, tag / 4 entries, which the key times 8 adds
+    // (its page bits land above the mask); the mask. The low bits of the shifted page
+    // number hold offset bits, which the mask clears and the spread's zero low bits
+    // (tags are multiples of 4) never carry from.
+    let page_shift = 12 - entry_shift;
+    dynasm!(ops
+        ; .arch x64
+        ; mov r13, r14
+        ; shr r13, index_bits
+        ; xor r13, r14
+        ; shr r13, page_shift
+        ; lea r13, [r13 + r12 * 8]
+        ; and r13d, index_mask << entry_shift
+        ; add r13, QWORD [r15 + offset::TLB_ENTRIES]
+        ; cmp r12, QWORD [r13 + entry_layout::KEY as i32]
+        ; jne =>miss
+        ; test WORD [r13 + entry_layout::DIRECT as i32], bit as i16
+        ; jz =>miss
+    );
+}
+
+/// Assembles the shared TLB lookup for accesses with TLB bit `bit`, which every access of code
+/// without access slots calls: in, R14 the linear address and R12 that of the access's last
+/// byte; out, ZF set and R14 the host address on a hit, ZF clear and R14 as it was on a miss.
+/// Clobbers R12 and R13. Each access costs its block a call and a branch rather than the
+/// lookup itself.
+pub(crate) fn tlb_lookup_routine(ops: &mut VecAssembler<X64Relocation>, bit: u16) {
+    let miss = ops.new_dynamic_label();
+    tlb_key_into_r12(ops);
+    tlb_entry_into_r13(ops, bit, miss);
+    dynasm!(ops
+        ; .arch x64
+        ; add r14, QWORD [r13 + entry_layout::ADDEND as i32]
+        ; cmp r12, r12
+        ; ret
+        ; =>miss
+        // The context's address is never 0.
+        ; test r15, r15
+        ; ret
+    );
+}
+
+/// Assembles the jump-cache lookup that every exit with [`Exit::Jump`] calls: out, RAX the
+/// block for the RIP in the context if the jump cache has it for this epoch, else the way to
+/// `exit` with [`Exit::Jump`]. The exit jumps to RAX itself, so that the host predicts each
+/// exit's targets apart. Clobbers R12 and R13.
+pub(crate) fn jump_lookup_routine(ops: &mut VecAssembler<X64Relocation>, exit: DynamicLabel) {
+    let miss = ops.new_dynamic_label();
+    let leave = ops.new_dynamic_label();
+    let mask = (1i32 << JUMP_CACHE_BITS) - 1;
+    let shift = jump_entry::SIZE.trailing_zeros() as i8;
+    debug_assert_eq!(1 << shift, jump_entry::SIZE);
+    dynasm!(ops
+        ; .arch x64
+        ; mov rax, QWORD [r15 + offset::RIP]
+        ; mov r12, rax
+        ; shr r12, JUMP_CACHE_BITS as i8
+        ; xor r12, rax
+        ; and r12d, mask
+        ; shl r12d, shift
+        ; add r12, QWORD [r15 + offset::JUMP_CACHE]
+        ; cmp rax, QWORD [r12 + jump_entry::RIP]
+        ; jne =>miss
+        ; mov r13, QWORD [r12 + jump_entry::EPOCH]
+        ; cmp r13, QWORD [r15 + offset::JUMP_EPOCH]
+        ; jne =>miss
+        ; mov rax, QWORD [r12 + jump_entry::ENTRY]
+        ; ret
+        ; =>miss
+        ; lea rax, [=>leave]
+        ; ret
+        ; =>leave
+        ; mov eax, Exit::Jump as i32
+        ; jmp =>exit
+    );
 }

@@ -10,13 +10,13 @@ use umbra_cpu::backend::emu::BlockEngine;
 use umbra_cpu::interp::translator::{BlockContext as CpuContext, CodePage};
 use umbra_cpu::interp::{Interpreter, StepEvent};
 use umbra_cpu::state::Registers;
-use umbra_mmu::tlb::InlineTlb;
+use umbra_mmu::tlb::{ACCESS_BITS, InlineTlb};
 
 use crate::cache::{Block, BlockKey, CodeCache};
 use crate::code_buffer::CodeBuffer;
 use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry, budget};
 use crate::counters::JitCounters;
-use crate::emitter::Runtime;
+use crate::emitter::{Runtime, jump_lookup_routine, tlb_lookup_routine};
 use crate::translate::{BlockStart, Translation, at_cpl0, translate};
 
 /// The size of each vCPU's code buffer.
@@ -84,7 +84,7 @@ impl Jit {
     /// A JIT translating a block once it has been reached more than `threshold` times.
     pub fn new(threshold: u32) -> std::io::Result<Jit> {
         let mut buffer = CodeBuffer::new(CODE_BUFFER_BYTES)?;
-        let (enter, exit, permanent) = entry_and_exit(&mut buffer);
+        let (enter, runtime, permanent) = permanent_code(&mut buffer);
         // SAFETY: `enter` is the entry sequence just assembled, with the signature of
         // `EnterFn` (System V: context in RDI, block in RSI, exit code in EAX).
         let enter: EnterFn = unsafe { std::mem::transmute::<usize, EnterFn>(enter) };
@@ -100,10 +100,7 @@ impl Jit {
                 ..BlockContext::default()
             }),
             enter,
-            runtime: Runtime {
-                exit,
-                slow_access: slow_access as *const () as usize,
-            },
+            runtime,
             threshold,
             code_generation: 0,
             counters: JitCounters::default(),
@@ -642,9 +639,10 @@ fn host_mxcsr() -> u32 {
     value
 }
 
-/// Assembles the way into generated code and the way out at the start of `buffer`: their
-/// addresses, and the bytes they take.
-fn entry_and_exit(buffer: &mut CodeBuffer) -> (usize, usize, usize) {
+/// Assembles the code every block shares at the start of `buffer`: the way into generated
+/// code, the way out, the jump-cache lookup and the TLB lookups. Gives the entry's address, the addresses blocks
+/// use, and the bytes it all takes.
+fn permanent_code(buffer: &mut CodeBuffer) -> (usize, Runtime, usize) {
     let base = buffer.next_address();
     let mut ops = VecAssembler::<X64Relocation>::new(base);
     let exit = ops.new_dynamic_label();
@@ -672,10 +670,25 @@ fn entry_and_exit(buffer: &mut CodeBuffer) -> (usize, usize, usize) {
         ; pop rbx
         ; ret
     );
+    let jump_lookup = ops.offset().0;
+    jump_lookup_routine(&mut ops, exit);
+    let lookups: Vec<_> = (0..ACCESS_BITS)
+        .map(|n| {
+            let start = ops.offset().0;
+            tlb_lookup_routine(&mut ops, 1 << n);
+            start
+        })
+        .collect();
     let exit_offset = ops.labels().resolve_dynamic(exit).expect("defined above").0;
-    let code = ops.finalize().expect("the entry and exit assemble");
+    let code = ops.finalize().expect("the shared code assembles");
     let enter = buffer
         .append(&code)
-        .expect("the code buffer holds the entry and exit");
-    (enter, enter + exit_offset, code.len())
+        .expect("the code buffer holds the shared code");
+    let runtime = Runtime {
+        exit: enter + exit_offset,
+        slow_access: slow_access as *const () as usize,
+        jump_lookup: enter + jump_lookup,
+        tlb_lookup: std::array::from_fn(|n| enter + lookups[n]),
+    };
+    (enter, runtime, code.len())
 }

@@ -2,14 +2,15 @@
 //!
 //! A guest basic block (decoded with iced-x86) becomes host x86-64 code (emitted with
 //! dynasmrt) that works on the vCPU's registers in a block context, reads the vCPU's TLB
-//! inline for every memory access, and leaves to the interpreter each instruction it does not
+//! for every memory access without leaving generated code, and leaves to the interpreter each instruction it does not
 //! translate. The interpreter is the reference: a block's effects are exactly those of
 //! interpreting its instructions, and at every exit (a fault in its third load included) the
 //! state is what the interpreter would have left.
 //!
 //! - [`context`]: the block context and the exits.
 //! - `code_buffer`: the executable memory.
-//! - `emitter`: the pieces of host code (registers, flags, the inline TLB lookup, exits).
+//! - `emitter`: the pieces of host code (registers, flags, the TLB lookup, exits) and the
+//!   routines blocks share.
 //! - `translate`: a block's instructions to host code.
 //! - `cache`: blocks by guest address, invalidation by page, chaining.
 //! - `engine`: the dispatcher, Umbra's emulator's [`BlockEngine`].

@@ -165,8 +165,10 @@ pub(crate) fn translate(
     let self_loop = (!ends_in_interpreter)
         .then(|| loop_registers(&instructions, start.rip, &mut info))
         .flatten();
+    let mut emitter = Emitter::new(base, runtime, !start.at_cpl0());
+    let budget_exit = emitter.ops.new_dynamic_label();
     let mut block = BlockTranslator {
-        emitter: Emitter::new(base, runtime, !start.at_cpl0()),
+        emitter,
         info,
         start,
         length: (instructions.len() - usize::from(ends_in_interpreter)) as u32,
@@ -176,6 +178,7 @@ pub(crate) fn translate(
         decoded: instructions.len() as u32,
         side_exits: Vec::new(),
         in_sti_shadow: false,
+        budget_exit,
     };
     block.prologue();
     if let Some(registers) = self_loop {
@@ -203,6 +206,7 @@ pub(crate) fn translate(
         }
     }
     block.finish_side_exits();
+    block.finish_budget_exit();
     block.emitter.finish_slow_paths();
     match block.emitter.assemble(block.accesses) {
         Some(code) => Translation::Block(BlockCode {
@@ -753,6 +757,8 @@ struct BlockTranslator {
     side_exits: Vec<(DynamicLabel, ExitPoint, u64, FlagState)>,
     /// Whether the instruction being translated follows an STI (it is in its shadow).
     in_sti_shadow: bool,
+    /// Where the prologue goes when the budget cannot cover the block.
+    budget_exit: DynamicLabel,
 }
 
 impl BlockTranslator {
@@ -798,16 +804,25 @@ impl BlockTranslator {
         self.emitter.exit(Exit::Budget, at);
     }
 
-    /// The block's way in: takes its length and its accesses from the budget, or leaves at
-    /// once when the budget cannot cover them.
+    /// The block's way in: takes its length and its accesses from the budget, or leaves, out
+    /// of line ([`BlockTranslator::finish_budget_exit`]), when the budget cannot cover them.
     fn prologue(&mut self) {
-        let body = self.emitter.ops.new_dynamic_label();
         self.emitter
             .budget_update(BudgetUpdate::Charge, self.length, 0);
         dynasm!(self.emitter.ops
             ; .arch x64
-            ; jge =>body
+            ; jl =>self.budget_exit
         );
+    }
+
+    /// Emits the prologue's way out, after the block's last exit: the budget given back, RIP
+    /// the block's start.
+    fn finish_budget_exit(&mut self) {
+        dynasm!(self.emitter.ops ; .arch x64 ; =>self.budget_exit);
+        self.emitter.flags = FlagState {
+            in_host: false,
+            stale: false,
+        };
         self.emitter.exit(
             Exit::Budget,
             ExitPoint {
@@ -817,7 +832,6 @@ impl BlockTranslator {
                 dirty: 0,
             },
         );
-        dynasm!(self.emitter.ops ; .arch x64 ; =>body);
     }
 
     /// The exit point before the current instruction, at `rip`.
@@ -1791,6 +1805,8 @@ mod tests {
         let runtime = Runtime {
             exit: 0x7000_0000,
             slow_access: 0x7100_0000,
+            jump_lookup: 0x7300_0000,
+            tlb_lookup: std::array::from_fn(|n| 0x7200_0000 + n * 0x100),
         };
         let start = BlockStart {
             rip: 0x10000,
@@ -1822,7 +1838,7 @@ mod tests {
     }
 
     #[test]
-    fn loads_and_stores_look_the_tlb_up_inline() {
+    fn loads_and_stores_call_the_shared_tlb_lookup() {
         // mov rax, [rdi+8]; add [rsi+rax*4], eax; int3 (left to the interpreter).
         let guest = [0x48, 0x8b, 0x47, 0x08, 0x01, 0x04, 0x86, 0xcc];
         insta::assert_snapshot!(listing(&guest));

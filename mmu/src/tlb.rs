@@ -36,6 +36,10 @@ const MAX_COPIED_FRAMES: usize = 4 * TLB_ENTRIES;
 /// under which nothing is looked up, and the entry allows nothing anyway.
 const EMPTY_KEY: u64 = u64::MAX;
 
+/// How many bits [`access_bit`] hands out: reads, writes and fetches, each by user code, by
+/// supervisor code, and by supervisor code with EFLAGS.AC set.
+pub const ACCESS_BITS: usize = 9;
+
 /// The bit for `access` in an entry's permission masks.
 pub(crate) fn access_bit(access: Access) -> u16 {
     let context = match access.privilege {
