@@ -3,9 +3,10 @@
 //! A block is keyed by its guest physical address, its virtual RIP (its code has the
 //! addresses of its jumps and RIP-relative operands built in) and its privilege context (the
 //! TLB bits it tests), so translations survive CR3 switches that keep the code's mapping.
-//! Blocks chain only to blocks on their own page, so dropping every block of a page leaves
-//! no jump into them from elsewhere; the memory they used is reclaimed when the buffer fills
-//! and everything goes.
+//! Blocks chain to blocks on their own page, so that dropping every block of a page leaves
+//! no jump into them from other pages, except for kernel blocks' far chains, which the
+//! dispatcher keeps a list of and takes back first; the memory blocks used is reclaimed
+//! when the buffer fills and everything goes.
 
 use iced_x86::Mnemonic;
 use rustc_hash::FxHashMap;
@@ -48,6 +49,12 @@ pub(crate) enum Block {
     Interpret(Option<Mnemonic>),
 }
 
+/// The jump context far chains are made in (see [`crate::context::Exit::FarChain`]): where
+/// the upper half's translations are shared, its TLB tag and the first live epoch of the
+/// shared jump context (the chains lead to the blocks those translations give); `None`
+/// where they are not (the chains lead to the jump-cache lookup, which checks for itself).
+pub(crate) type FarContext = Option<(u32, u64)>;
+
 /// The code cache.
 pub(crate) struct CodeCache {
     buffer: CodeBuffer,
@@ -60,6 +67,10 @@ pub(crate) struct CodeCache {
     heat: FxHashMap<BlockKey, u32>,
     /// Bumped at every flush: patch sites from before one are gone.
     epoch: u64,
+    /// The far chains patched in, each site with what it jumped to before.
+    far_chains: Vec<(usize, usize)>,
+    /// The jump context they were made in.
+    far_context: Option<FarContext>,
 }
 
 impl CodeCache {
@@ -72,6 +83,8 @@ impl CodeCache {
             pages: FxHashMap::default(),
             heat: FxHashMap::default(),
             epoch: 0,
+            far_chains: Vec::new(),
+            far_context: None,
         }
     }
 
@@ -137,8 +150,10 @@ impl CodeCache {
         self.pages.entry(key.gpa >> 12).or_default().push(key);
     }
 
-    /// Drops every block on guest frame `gfn`; how many there were.
+    /// Drops every block on guest frame `gfn`; how many there were. The far chains go back
+    /// first: some may lead there.
     pub(crate) fn invalidate_page(&mut self, gfn: u64) -> usize {
+        self.unlink_far_chains();
         let keys = self.pages.remove(&gfn).unwrap_or_default();
         for key in &keys {
             self.blocks.remove(key);
@@ -154,6 +169,8 @@ impl CodeCache {
         self.heat.clear();
         self.buffer.truncate(self.permanent);
         self.epoch += 1;
+        // Their code is gone.
+        self.far_chains.clear();
         count
     }
 
@@ -165,6 +182,31 @@ impl CodeCache {
     /// Patches the chaining jump at `site` to `target`.
     pub(crate) fn patch(&mut self, site: usize, target: usize) {
         self.buffer.patch_jump(site, target);
+    }
+
+    /// Patches the far chain at `site` to `target`, in jump context `context`
+    /// ([`CodeCache::keep_far_chains`] was told it).
+    pub(crate) fn chain_far(&mut self, site: usize, target: usize, context: FarContext) {
+        debug_assert_eq!(self.far_context, Some(context));
+        let before = self.buffer.jump_target(site);
+        self.buffer.patch_jump(site, target);
+        self.far_chains.push((site, before));
+    }
+
+    /// Keeps the far chains if they were made in jump context `context`, and takes them back
+    /// otherwise; those made from now on are made in `context`.
+    pub(crate) fn keep_far_chains(&mut self, context: FarContext) {
+        if self.far_context != Some(context) {
+            self.unlink_far_chains();
+            self.far_context = Some(context);
+        }
+    }
+
+    /// Points every far chain back at what it jumped to before it was patched.
+    fn unlink_far_chains(&mut self) {
+        for (site, before) in std::mem::take(&mut self.far_chains) {
+            self.buffer.patch_jump(site, before);
+        }
     }
 
     /// Bytes of host code in the buffer.

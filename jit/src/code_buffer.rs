@@ -62,6 +62,17 @@ impl CodeBuffer {
         self.used = keep.min(self.used);
     }
 
+    /// Where the 5-byte `jmp rel32` at `site`, in this region, jumps to.
+    pub(crate) fn jump_target(&self, site: usize) -> usize {
+        let at = site - self.map.as_ptr() as usize;
+        assert!(
+            at + 5 <= self.used && self.map[at] == 0xe9,
+            "a patch site is a jmp rel32 in use"
+        );
+        let rel = i32::from_le_bytes(self.map[at + 1..at + 5].try_into().expect("4 bytes"));
+        (site as i64 + 5 + i64::from(rel)) as usize
+    }
+
     /// Points the 5-byte `jmp rel32` at `site` to `target`. Both lie in this region.
     pub(crate) fn patch_jump(&mut self, site: usize, target: usize) {
         let base = self.map.as_ptr() as usize;

@@ -423,6 +423,10 @@ pub enum Exit {
     /// RIP is where to go on, but the dispatcher must look again first: the block changed
     /// the privilege context.
     Dispatch = 4,
+    /// RIP is the target of a direct jump from kernel code to another page of the upper
+    /// half; `patch_site` is the jump to patch to the target's block (or to the jump-cache
+    /// lookup that follows the site, where the upper half's translations are not shared).
+    FarChain = 5,
 }
 
 impl Exit {
@@ -434,6 +438,7 @@ impl Exit {
             2 => Exit::Interpret,
             3 => Exit::Budget,
             4 => Exit::Dispatch,
+            5 => Exit::FarChain,
             _ => unreachable!("generated code returns only exit codes"),
         }
     }

@@ -25,6 +25,8 @@ pub struct JitCounters {
     pub flushes: u64,
     /// Direct jumps patched to jump straight to their target's block.
     pub chain_patches: u64,
+    /// Those that chained a jump from one page of kernel code to another (far chains).
+    pub far_chains: u64,
     /// Instructions the interpreter ran for the JIT.
     pub interpreted: u64,
     /// Exits to the interpreter because an access missed the fast path (a fault, device
@@ -76,6 +78,7 @@ impl JitCounters {
             ("jit_invalidations", self.invalidations),
             ("jit_flushes", self.flushes),
             ("jit_chain_patches", self.chain_patches),
+            ("jit_far_chains", self.far_chains),
             ("jit_interpreted", self.interpreted),
             ("jit_slow_exits", self.slow_exits),
             ("jit_slow_accesses", self.slow_accesses),

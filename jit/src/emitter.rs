@@ -455,14 +455,40 @@ impl Emitter {
             ; .u8 0xe9
             ; .u32 0
         );
+        self.ask_for_chain(site, at.rip, Exit::Chain);
+    }
+
+    /// Leaves the block for a direct jump to `at.rip` on another page: through a `jmp rel32`
+    /// to the dispatcher ([`Exit::FarChain`]), which points it at the target's block while
+    /// the target's translation stands, or at the jump-cache lookup that follows it.
+    pub(crate) fn exit_far_chained(&mut self, at: ExitPoint) {
+        debug_assert!(!self.flags.stale);
+        self.store_homes(at.dirty);
+        self.account(at);
+        let site = self.ops.new_dynamic_label();
+        let ask = self.ops.new_dynamic_label();
+        dynasm!(self.ops
+            ; .arch x64
+            ; =>site
+            ; jmp =>ask
+        );
         self.load_imm(reg::RAX, at.rip);
+        dynasm!(self.ops ; .arch x64 ; mov QWORD [r15 + offset::RIP], rax);
+        self.leave(Exit::Jump);
+        dynasm!(self.ops ; .arch x64 ; =>ask);
+        self.ask_for_chain(site, at.rip, Exit::FarChain);
+    }
+
+    /// Leaves for the dispatcher with `exit`, RIP `rip` and the jump to patch at `site`.
+    fn ask_for_chain(&mut self, site: DynamicLabel, rip: u64, exit: Exit) {
+        self.load_imm(reg::RAX, rip);
         dynasm!(self.ops
             ; .arch x64
             ; mov QWORD [r15 + offset::RIP], rax
             ; lea rax, [=>site]
             ; mov QWORD [r15 + offset::PATCH_SITE], rax
         );
-        self.leave(Exit::Chain);
+        self.leave(exit);
     }
 
     /// Turns the linear address in R14 into the host address of `size` bytes there for a

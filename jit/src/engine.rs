@@ -12,7 +12,7 @@ use umbra_cpu::interp::{Interpreter, StepEvent};
 use umbra_cpu::state::Registers;
 use umbra_mmu::tlb::{ACCESS_BITS, InlineTlb};
 
-use crate::cache::{Block, BlockKey, CodeCache};
+use crate::cache::{Block, BlockKey, CodeCache, FarContext};
 use crate::code_buffer::CodeBuffer;
 use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry, budget};
 use crate::counters::JitCounters;
@@ -374,6 +374,16 @@ impl Jit {
         true
     }
 
+    /// The jump context far chains are made in now, at CPL 0 ([`FarContext`]).
+    fn far_context(&self) -> FarContext {
+        let (tag, ..) = self
+            .jump_key
+            .expect("a jump context is followed before blocks run");
+        self.context
+            .jump_shared
+            .then_some((tag, self.context.first_live_epoch))
+    }
+
     /// Makes `key` the jump context: the jump cache's entries filled under it before are
     /// valid again if no epoch has ended since, and those of the context left are kept.
     fn switch_jump_key(&mut self, key: JumpKey, shared: bool) {
@@ -420,13 +430,16 @@ impl Jit {
             // Blocks run one at a time: none may find the next in the jump cache.
             self.forget_jump_targets();
         }
-        let mut patch: Option<(usize, u64)> = None;
+        let mut patch: Option<(usize, u64, Exit)> = None;
         let stop = loop {
             cpu.begin_block();
             self.catch_up(cpu);
             let rip = self.context.rip;
             if !self.follow_jump_context(cpu, context) {
                 break Stop::Interpret;
+            }
+            if at_cpl0(context.read_bit) {
+                self.cache.keep_far_chains(self.far_context());
             }
             // Without breakpoints, the jump cache first, as generated code looks (after an
             // exit to the interpreter, the next block is mostly there).
@@ -467,10 +480,22 @@ impl Jit {
                 }
                 block
             };
-            if let Some((site, epoch)) = patch.take()
+            if let Some((site, epoch, exit)) = patch.take()
                 && epoch == self.cache.epoch()
             {
-                self.cache.patch(site, entry);
+                if exit == Exit::FarChain {
+                    let far = self.far_context();
+                    // Without shared translations, on to the jump-cache lookup after the site.
+                    let target = if far.is_some() {
+                        self.counters.far_chains += 1;
+                        entry
+                    } else {
+                        site + 5
+                    };
+                    self.cache.chain_far(site, target, far);
+                } else {
+                    self.cache.patch(site, entry);
+                }
                 self.counters.chain_patches += 1;
             }
             if !breakpoints.is_empty() {
@@ -505,7 +530,9 @@ impl Jit {
             self.counters.blocks_run += 1;
             match Exit::from_code(code) {
                 Exit::Jump => {}
-                Exit::Chain => patch = Some((self.context.patch_site as usize, self.cache.epoch())),
+                exit @ (Exit::Chain | Exit::FarChain) => {
+                    patch = Some((self.context.patch_site as usize, self.cache.epoch(), exit));
+                }
                 Exit::Interpret => {
                     match self.context.exit_mnemonic {
                         0 => self.counters.slow_exits += 1,

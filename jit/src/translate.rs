@@ -867,10 +867,13 @@ impl BlockTranslator {
         self.leave_for(target, at);
     }
 
-    /// Leaves for `target` from exit point `at`: chained if it is on this page.
+    /// Leaves for `target` from exit point `at`: chained if it is on this page, or if both
+    /// are kernel code in the upper half (see [`Exit::FarChain`]).
     fn leave_for(&mut self, target: u64, at: ExitPoint) {
         if target >> 12 == self.start.rip >> 12 {
             self.emitter.exit_chained(at);
+        } else if self.start.at_cpl0() && self.start.rip >> 63 != 0 && target >> 63 != 0 {
+            self.emitter.exit_far_chained(at);
         } else {
             self.emitter.exit(Exit::Jump, at);
         }
