@@ -36,6 +36,13 @@ const MAX_COPIED_FRAMES: usize = 4 * TLB_ENTRIES;
 /// under which nothing is looked up, and the entry allows nothing anyway.
 const EMPTY_KEY: u64 = u64::MAX;
 
+/// What [`Tlb::frames`] holds for an empty entry (a frame flush then finds its key empty).
+const EMPTY_FRAME: u32 = u32::MAX;
+
+/// How many frames a frame flush compares each packed run of entries' frames against, before
+/// it tests each entry's against a bitmap of the frames instead.
+const FEW_FRAMES: usize = 16;
+
 /// How many bits [`access_bit`] hands out: reads, writes and fetches, each by user code, by
 /// supervisor code, and by supervisor code with EFLAGS.AC set.
 pub const ACCESS_BITS: usize = 9;
@@ -183,12 +190,16 @@ pub struct Tlb {
     /// names, or, when the record holds more frames than there are entries, leaves only the
     /// entries' frames, as a fill past [`MAX_COPIED_FRAMES`] does.
     copied_frames: FxHashSet<u64>,
+    /// The low 32 bits of each entry's frame, [`EMPTY_FRAME`] for an empty entry: what a
+    /// frame flush compares first, packed so that it compares several at once.
+    frames: Box<[u32; TLB_ENTRIES]>,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
+            frames: Box::new([EMPTY_FRAME; TLB_ENTRIES]),
             invalidations: 0,
             code_invalidations: CodeInvalidations::default(),
             next_tag: 0,
@@ -247,7 +258,9 @@ impl Tlb {
     pub fn fill(&mut self, gva: Gva, root: u32, gfn: Gfn, allowed: u16, direct: u16, host: usize) {
         debug_assert!(root < NO_ROOT);
         let page = gva.0 & !PAGE_OFFSET_MASK;
-        self.entries[Self::slot(gva, root)] = Entry {
+        let slot = Self::slot(gva, root);
+        self.frames[slot] = gfn.0 as u32;
+        self.entries[slot] = Entry {
             key: Self::key(gva, root),
             addend: (host as u64).wrapping_sub(page),
             allowed,
@@ -312,6 +325,7 @@ impl Tlb {
     /// Drops every entry, and makes every tag free again (their holders must take new ones).
     pub fn flush(&mut self) {
         self.entries.fill(Entry::default());
+        self.frames.fill(EMPTY_FRAME);
         self.invalidations += 1;
         self.copied_frames.clear();
         self.code_invalidations.any += 1;
@@ -339,11 +353,7 @@ impl Tlb {
         if mapped.is_empty() {
             return;
         }
-        for entry in self.entries.iter_mut() {
-            if entry.key != EMPTY_KEY && mapped.binary_search(&entry.gfn).is_ok() {
-                *entry = Entry::default();
-            }
-        }
+        self.drop_frames(&mapped);
         // No entry maps them now, and copies made of those that did must go: the record may
         // then forget the frames of the entries replaced so far too, and does once it holds
         // more frames than there are entries (a scan of them, paid for by many flushes).
@@ -384,11 +394,64 @@ impl Tlb {
     /// refill to recompute what they allow: not an invalidation.
     pub fn drop_page(&mut self, gva: Gva, roots: impl IntoIterator<Item = u32>) {
         for root in roots {
-            let entry = &mut self.entries[Self::slot(gva, root)];
-            if entry.key == Self::key(gva, root) {
-                *entry = Entry::default();
+            let slot = Self::slot(gva, root);
+            if self.entries[slot].key == Self::key(gva, root) {
+                self.drop_entry(slot);
             }
         }
+    }
+
+    /// Drops the entries of the frames in `mapped`, sorted. The packed low bits of the
+    /// entries' frames are tested first: against each of a few frames, a run of entries at a
+    /// time, or against a bitmap of more frames' low 12 bits, one entry at a time; only an
+    /// entry that passes is looked for in `mapped`.
+    fn drop_frames(&mut self, mapped: &[u64]) {
+        const RUN: usize = 16;
+        if mapped.len() > FEW_FRAMES {
+            let mut bitmap = [0u64; 64];
+            for &gfn in mapped {
+                bitmap[(gfn as usize >> 6) & 63] |= 1 << (gfn & 63);
+            }
+            for slot in 0..TLB_ENTRIES {
+                let frame = self.frames[slot] as usize;
+                if bitmap[(frame >> 6) & 63] >> (frame & 63) & 1 != 0 {
+                    self.drop_if_mapped(slot, mapped);
+                }
+            }
+            return;
+        }
+        for first in (0..TLB_ENTRIES).step_by(RUN) {
+            let run: &[u32; RUN] = self.frames[first..first + RUN]
+                .try_into()
+                .expect("the entries are a multiple of the run");
+            let matches: u32 = mapped
+                .iter()
+                .map(|&gfn| {
+                    run.iter()
+                        .map(|&frame| u32::from(frame == gfn as u32))
+                        .sum::<u32>()
+                })
+                .sum();
+            if matches != 0 {
+                for slot in first..first + RUN {
+                    self.drop_if_mapped(slot, mapped);
+                }
+            }
+        }
+    }
+
+    /// Empties the entry at `slot` if it maps one of the frames in `mapped`, sorted.
+    fn drop_if_mapped(&mut self, slot: usize, mapped: &[u64]) {
+        let entry = &self.entries[slot];
+        if entry.key != EMPTY_KEY && mapped.binary_search(&entry.gfn).is_ok() {
+            self.drop_entry(slot);
+        }
+    }
+
+    /// Empties the entry at `slot`.
+    fn drop_entry(&mut self, slot: usize) {
+        self.entries[slot] = Entry::default();
+        self.frames[slot] = EMPTY_FRAME;
     }
 }
 
@@ -599,6 +662,30 @@ mod tests {
         tlb.flush();
         let all = tlb.code_invalidations();
         assert_eq!((all.any, all.upper), (start.any + 3, start.upper + 2));
+    }
+
+    #[test]
+    fn a_frame_flush_drops_the_entries_of_the_frames_it_names_and_no_others() {
+        let mut tlb = Tlb::new();
+        let read = Access::new(AccessKind::Read, Privilege::User);
+        let bit = access_bit(read);
+        let page = |n: u64| Gva(0x40_0000 + n * 0x1000);
+        // Frames 0x100-0x13f, and 0x1100 and 0x1130, whose low bits are 0x100's and 0x130's.
+        for n in 0..0x40 {
+            tlb.fill(page(n), 4, Gfn(0x100 + n), bit, bit, 0x1000);
+        }
+        tlb.fill(page(0x40), 4, Gfn(0x1100), bit, bit, 0x1000);
+        tlb.fill(page(0x41), 4, Gfn(0x1130), bit, bit, 0x1000);
+        let mapped = |tlb: &Tlb, n: u64| tlb.lookup(page(n), 4, read).is_some();
+        // More frames than are compared at once.
+        tlb.flush_frames(&[(Gfn(0x100), 0x20)], false);
+        assert!((0..0x20).all(|n| !mapped(&tlb, n)));
+        assert!((0x20..0x42).all(|n| mapped(&tlb, n)));
+        // A few.
+        tlb.flush_frames(&[(Gfn(0x130), 1), (Gfn(0x1100), 1)], false);
+        assert!(!mapped(&tlb, 0x30) && !mapped(&tlb, 0x40));
+        assert!((0x20..0x30).chain(0x31..0x40).all(|n| mapped(&tlb, n)));
+        assert!(mapped(&tlb, 0x41));
     }
 
     #[test]
