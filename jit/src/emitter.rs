@@ -29,7 +29,7 @@ use iced_x86::Mnemonic;
 use umbra_mmu::tlb::{ACCESS_BITS, TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{
-    ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, offset,
+    ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, jump_index, offset,
 };
 
 /// Host register numbers.
@@ -391,6 +391,18 @@ impl Emitter {
                 ; jmp extern self.runtime.exit
             );
         }
+    }
+
+    /// Starts bringing the jump-cache entry for `rip` into the host's caches: a call's, for
+    /// the return there, which finds it in the jump cache, a table too large to stay cached.
+    /// Clobbers R12.
+    pub(crate) fn prefetch_jump_entry(&mut self, rip: u64) {
+        let at = (jump_index(rip) * jump_entry::SIZE) as i32;
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov r12, QWORD [r15 + offset::JUMP_CACHE]
+            ; prefetcht0 [r12 + at]
+        );
     }
 
     /// Gives back, for an exit at `at`, what the prologue charged for the instructions not

@@ -915,6 +915,7 @@ impl BlockTranslator {
             Lowering::Call => {
                 self.emitter.flush(ALL_REGISTERS);
                 self.push_value(i, i.next_ip());
+                self.emitter.prefetch_jump_entry(i.next_ip());
                 self.jump_to(i.near_branch_target());
                 return true;
             }
@@ -933,6 +934,7 @@ impl BlockTranslator {
                 self.emitter.flush(ALL_REGISTERS);
                 self.target_into_rbx(i);
                 self.push_value(i, i.next_ip());
+                self.emitter.prefetch_jump_entry(i.next_ip());
                 self.leave_for_rbx();
                 return true;
             }
