@@ -688,14 +688,13 @@ fn tlb_entry_into_r13(ops: &mut VecAssembler<X64Relocation>, bit: u16, miss: Dyn
     debug_assert_eq!(
         entry_layout::SIZE,
         32,
-        "the key times 8 is its tag's spread"
+        "the key times 8 is its spread, key / 4 entries"
     );
     // R13: the entry. The page number and its folded high bits, XORed together while
     // the address still has them ((la ^ la >> INDEX_BITS) >> shift), already shifted to
-    // entry-size units; the tag's spread, tag / 4 entries, which the key times 8 adds
-    // (its page bits land above the mask); the mask. The low bits of the shifted page
-    // number hold offset bits, which the mask clears and the spread's zero low bits
-    // (tags are multiples of 4) never carry from.
+    // entry-size units; the key's spread, key / 4 entries, which the key times 8 adds; the
+    // mask. The low bits of the shifted page number hold offset bits, which the mask clears
+    // and the spread's zero low bits (tags are multiples of 4) never carry from.
     let page_shift = 12 - entry_shift;
     dynasm!(ops
         ; .arch x64

@@ -119,11 +119,12 @@ pub struct Mapping {
 /// The TLB as generated code reads it (a JIT's inlined hit path): a linear address `la`, with
 /// page number `p = la >> 12`, is looked up under the tag `tags[la >> 63]` (the lower or the
 /// upper half's), and its entry is
-/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + tag / 4) % TLB_ENTRIES * entry_layout::SIZE`; an
-/// access of `n` bytes hits when the entry's key is `(la + n - 1) & !0xfff | tag` (a key
-/// that also fails an access running into the next page) and its `direct` mask has the
-/// access's bit ([`InlineTlb::direct_bit`]); the host address is then `la + addend`. Tags
-/// are multiples of 4, so `tag / 4` is what `key * 8` adds to an entry's byte offset.
+/// `entries + ((p ^ (p >> TLB_INDEX_BITS)) + key / 4) % TLB_ENTRIES * entry_layout::SIZE`
+/// with `key = la & !0xfff | tag`; an access of `n` bytes hits when the entry's key is
+/// `(la + n - 1) & !0xfff | tag` (a key that also fails an access running into the next
+/// page) and its `direct` mask has the access's bit ([`InlineTlb::direct_bit`]); the host
+/// address is then `la + addend`. Entries are 32 bytes, so `key / 4` entries is `key * 8`
+/// bytes; tags are multiples of 4, so it carries nothing from the key's low bits.
 ///
 /// The view stays valid while the vCPU's root is unchanged; the entries may change under it
 /// (fills and flushes), which generated code sees on its next lookup.
@@ -214,13 +215,14 @@ impl Tlb {
         Tlb::default()
     }
 
-    /// The entry for `gva` under `tag`: the page number, shifted by the tag, which spreads
-    /// tags over the array ([`Tlb::take_tag`] hands them out scattered).
+    /// The entry for `gva` under `tag`: the page number, shifted by the key over 4, whose
+    /// tag spreads tags over the array ([`Tlb::take_tag`] hands them out scattered).
     fn slot(gva: Gva, tag: u32) -> usize {
         let page = (gva.0 >> PAGE_SHIFT) as usize;
         // Folding the page number's next bits in keeps two buffers a multiple of the TLB's
         // reach apart (a 4 MiB copy's source and destination) from sharing entries.
-        (page ^ (page >> TLB_INDEX_BITS)).wrapping_add(tag as usize / 4) & (TLB_ENTRIES - 1)
+        let spread = (Self::key(gva, tag) / 4) as usize;
+        (page ^ (page >> TLB_INDEX_BITS)).wrapping_add(spread) & (TLB_ENTRIES - 1)
     }
 
     /// What generated code needs to look up this TLB itself, under `tags` (the lower and
@@ -599,7 +601,9 @@ mod tests {
         let view = tlb.inline_view([8, 44]);
         let tag = view.tags[(gva.0 >> 63) as usize];
         let page = gva.0 >> 12;
-        let index = ((page ^ (page >> TLB_INDEX_BITS)) + u64::from(tag) / 4) as usize % TLB_ENTRIES;
+        let key = gva.0 & !0xfff | u64::from(tag);
+        let index =
+            ((page ^ (page >> TLB_INDEX_BITS)).wrapping_add(key / 4)) as usize % TLB_ENTRIES;
         // SAFETY: the index is within the array.
         let entry = unsafe { view.entries.add(index * entry_layout::SIZE) };
         // SAFETY: the offsets are those of the entry's fields, read at their types.
