@@ -97,7 +97,39 @@ pub struct BlockContext {
     /// CR0 to CR4 by number, as MOV from them reads them (CR1, which does not exist, as 0);
     /// only the interpreter changes them.
     pub control_registers: [u64; 5],
+    /// The calls blocks made in this jump epoch, most recent at `return_top`, the oldest
+    /// overwritten ([`ReturnEntry`]).
+    pub return_stack: [ReturnEntry; RETURN_STACK],
+    /// The return stack's most recent entry.
+    pub return_top: u64,
 }
+
+/// Entries of [`BlockContext::return_stack`] (a power of two).
+pub const RETURN_STACK: usize = 16;
+
+/// A call a block made, for the return to it: its return address, and where the calling
+/// block goes on to the block there (a chained jump of its own). A return to that address,
+/// in the jump epoch the call was made in, takes it instead of looking its target up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ReturnEntry {
+    /// The return address; [`NO_RETURN`] for none.
+    pub rip: u64,
+    /// The calling block's way on to it.
+    pub code: u64,
+}
+
+impl Default for ReturnEntry {
+    fn default() -> Self {
+        ReturnEntry {
+            rip: NO_RETURN,
+            code: 0,
+        }
+    }
+}
+
+/// A return address no return goes to: it is not canonical.
+pub const NO_RETURN: u64 = 1 << 63;
 
 /// Entries of [`AccessSlots`] (a power of two).
 pub const ACCESS_SLOTS: usize = 4096;
@@ -148,6 +180,14 @@ impl AccessSlots {
 }
 
 impl BlockContext {
+    /// Forgets the calls on the return stack: the blocks they lead to may not be those of
+    /// their return addresses any more.
+    pub fn forget_returns(&mut self) {
+        for entry in &mut self.return_stack {
+            entry.rip = NO_RETURN;
+        }
+    }
+
     /// Ends every jump-cache epoch, the current one and those saved for other contexts:
     /// translations or blocks the entries rest on may have gone.
     pub fn end_jump_epochs(&mut self) {
@@ -303,6 +343,10 @@ pub mod offset {
     pub const JUMP_EPOCH: i32 = offset_of!(BlockContext, jump_epoch) as i32;
     /// The exit's mnemonic.
     pub const EXIT_MNEMONIC: i32 = offset_of!(BlockContext, exit_mnemonic) as i32;
+    /// The return stack.
+    pub const RETURN_STACK: i32 = offset_of!(BlockContext, return_stack) as i32;
+    /// The return stack's most recent entry.
+    pub const RETURN_TOP: i32 = offset_of!(BlockContext, return_top) as i32;
     /// Access slot `n`'s key; its addend follows.
     pub const fn access_slot(n: usize) -> i32 {
         (offset_of!(BlockContext, access_slots) + n * size_of::<AccessSlot>()) as i32

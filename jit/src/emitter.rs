@@ -29,7 +29,8 @@ use iced_x86::Mnemonic;
 use umbra_mmu::tlb::{ACCESS_BITS, TLB_ENTRIES, TLB_INDEX_BITS, entry_layout};
 
 use crate::context::{
-    ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, budget, jump_entry, jump_index, offset,
+    ACCESS_SLOTS, ARITHMETIC_FLAGS, Exit, JUMP_CACHE_BITS, RETURN_STACK, ReturnEntry, budget,
+    jump_entry, jump_index, offset,
 };
 
 /// Host register numbers.
@@ -391,6 +392,55 @@ impl Emitter {
                 ; jmp extern self.runtime.exit
             );
         }
+    }
+
+    /// Pushes a call on the return stack: its return address `rip`, and `code`, where the
+    /// block goes on to the block there. The flags must be spilled. Clobbers RAX and R12.
+    pub(crate) fn push_return(&mut self, rip: u64, code: DynamicLabel) {
+        let mask = (RETURN_STACK - 1) as i32;
+        let shift = size_of::<ReturnEntry>().trailing_zeros() as i8;
+        debug_assert!(!self.flags.in_host);
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov rax, QWORD [r15 + offset::RETURN_TOP]
+            ; add eax, 1
+            ; and eax, mask
+            ; mov QWORD [r15 + offset::RETURN_TOP], rax
+            ; shl eax, shift
+        );
+        self.load_imm(reg::SCRATCH, rip);
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov QWORD [r15 + rax + offset::RETURN_STACK], r12
+            ; lea r12, [=>code]
+            ; mov QWORD [r15 + rax + offset::RETURN_STACK + 8], r12
+        );
+    }
+
+    /// Leaves the block for the return address in RAX, with RIP already stored: the way
+    /// the call there went on, if it is the return stack's most recent ([`ReturnEntry`]),
+    /// which it then pops, else [`Exit::Jump`]. The flags must be spilled.
+    pub(crate) fn exit_return(&mut self, at: ExitPoint) {
+        debug_assert!(!self.flags.stale);
+        self.store_homes(at.dirty);
+        self.account(at);
+        let mask = (RETURN_STACK - 1) as i32;
+        let shift = size_of::<ReturnEntry>().trailing_zeros() as i8;
+        let other = self.ops.new_dynamic_label();
+        dynasm!(self.ops
+            ; .arch x64
+            ; mov r12, QWORD [r15 + offset::RETURN_TOP]
+            ; mov r13d, r12d
+            ; shl r13d, shift
+            ; cmp rax, QWORD [r15 + r13 + offset::RETURN_STACK]
+            ; jne =>other
+            ; sub r12d, 1
+            ; and r12d, mask
+            ; mov QWORD [r15 + offset::RETURN_TOP], r12
+            ; jmp QWORD [r15 + r13 + offset::RETURN_STACK + 8]
+            ; =>other
+        );
+        self.leave(Exit::Jump);
     }
 
     /// Starts bringing the jump-cache entry for `rip` into the host's caches: a call's, for

@@ -73,6 +73,8 @@ pub struct Jit {
     /// The first epoch since blocks last went: jump-cache entries of earlier ones must not
     /// be taken up again.
     blocks_epoch: u64,
+    /// The jump epoch the return stack's calls were made in.
+    returns_epoch: u64,
 }
 
 /// What a jump-cache epoch holds for besides the TLB's contents: the TLB tag of the code run
@@ -108,6 +110,7 @@ impl Jit {
             jump_key: None,
             jump_epochs: FxHashMap::default(),
             blocks_epoch: 1,
+            returns_epoch: 1,
         })
     }
 
@@ -317,6 +320,7 @@ impl Jit {
     /// taken up again.
     fn forget_jump_targets(&mut self) {
         self.context.end_jump_epochs();
+        self.context.forget_returns();
         self.blocks_epoch = self.context.jump_epoch;
     }
 
@@ -370,6 +374,11 @@ impl Jit {
         let jump_key = (tag, context.read_bit, context.sse, context.float);
         if self.jump_key != Some(jump_key) {
             self.switch_jump_key(jump_key, shared);
+        }
+        // The return stack holds for the epoch its calls were made in.
+        if self.context.jump_epoch != self.returns_epoch {
+            self.context.forget_returns();
+            self.returns_epoch = self.context.jump_epoch;
         }
         true
     }

@@ -179,6 +179,7 @@ pub(crate) fn translate(
         side_exits: Vec::new(),
         in_sti_shadow: false,
         budget_exit,
+        returns: Vec::new(),
     };
     block.prologue();
     if let Some(registers) = self_loop {
@@ -206,6 +207,7 @@ pub(crate) fn translate(
         }
     }
     block.finish_side_exits();
+    block.finish_returns();
     block.finish_budget_exit();
     block.emitter.finish_slow_paths();
     match block.emitter.assemble(block.accesses) {
@@ -759,6 +761,8 @@ struct BlockTranslator {
     in_sti_shadow: bool,
     /// Where the prologue goes when the budget cannot cover the block.
     budget_exit: DynamicLabel,
+    /// The block's calls: where it goes on to each one's return address, and the address.
+    returns: Vec<(DynamicLabel, u64)>,
 }
 
 impl BlockTranslator {
@@ -915,7 +919,7 @@ impl BlockTranslator {
             Lowering::Call => {
                 self.emitter.flush(ALL_REGISTERS);
                 self.push_value(i, i.next_ip());
-                self.emitter.prefetch_jump_entry(i.next_ip());
+                self.push_return(i.next_ip());
                 self.jump_to(i.near_branch_target());
                 return true;
             }
@@ -934,7 +938,7 @@ impl BlockTranslator {
                 self.emitter.flush(ALL_REGISTERS);
                 self.target_into_rbx(i);
                 self.push_value(i, i.next_ip());
-                self.emitter.prefetch_jump_entry(i.next_ip());
+                self.push_return(i.next_ip());
                 self.leave_for_rbx();
                 return true;
             }
@@ -1683,12 +1687,41 @@ impl BlockTranslator {
         );
         let at = self.after(0);
         // In STI's shadow, back to the vCPU's loop, which delivers the interrupts pending.
-        let exit = if self.in_sti_shadow {
-            Exit::Budget
+        if self.in_sti_shadow {
+            self.emitter.exit_stored_rip(Exit::Budget, at);
         } else {
-            Exit::Jump
-        };
-        self.emitter.exit_stored_rip(exit, at);
+            self.emitter.exit_return(at);
+        }
+    }
+
+    /// Records the call just made on the return stack, with the way on to its return
+    /// address `rip` ([`BlockTranslator::finish_returns`]); and, should the return not find
+    /// it there, starts bringing the jump-cache entry for `rip` into the host's caches.
+    fn push_return(&mut self, rip: u64) {
+        let code = self.emitter.ops.new_dynamic_label();
+        self.emitter.push_return(rip, code);
+        self.emitter.prefetch_jump_entry(rip);
+        self.returns.push((code, rip));
+    }
+
+    /// Emits the ways on to the return addresses of the block's calls, after its last exit:
+    /// a return arrives with the flags parked and every register in the context, the block's
+    /// instructions all run.
+    fn finish_returns(&mut self) {
+        for (code, rip) in std::mem::take(&mut self.returns) {
+            dynasm!(self.emitter.ops ; .arch x64 ; =>code);
+            self.emitter.flags = FlagState {
+                in_host: false,
+                stale: false,
+            };
+            let at = ExitPoint {
+                rip,
+                unrun: 0,
+                accesses: self.accesses,
+                dirty: 0,
+            };
+            self.leave_for(rip, at);
+        }
     }
 
     /// RBX <- the target of an indirect JMP or CALL, checked canonical (RBX is callee-saved:
