@@ -58,7 +58,7 @@ pub(crate) type FarContext = Option<(u32, u64)>;
 /// The code cache.
 pub(crate) struct CodeCache {
     buffer: CodeBuffer,
-    /// Bytes at the buffer's start that outlive flushes (the entry and exit code).
+    /// Bytes at the buffer's start that outlive flushes (the code blocks share).
     permanent: usize,
     blocks: FxHashMap<BlockKey, Block>,
     /// Keys by guest frame.

@@ -5,6 +5,9 @@ use std::io;
 
 use memmap2::{MmapMut, MmapOptions};
 
+/// The length of a `jmp rel32`, the jump at a patch site.
+pub(crate) const JUMP_LEN: usize = 5;
+
 /// A region of host memory holding generated code.
 pub(crate) struct CodeBuffer {
     map: MmapMut,
@@ -62,26 +65,27 @@ impl CodeBuffer {
         self.used = keep.min(self.used);
     }
 
-    /// Where the 5-byte `jmp rel32` at `site`, in this region, jumps to.
+    /// Where the `jmp rel32` at `site`, in this region, jumps to.
     pub(crate) fn jump_target(&self, site: usize) -> usize {
-        let at = site - self.map.as_ptr() as usize;
-        assert!(
-            at + 5 <= self.used && self.map[at] == 0xe9,
-            "a patch site is a jmp rel32 in use"
-        );
-        let rel = i32::from_le_bytes(self.map[at + 1..at + 5].try_into().expect("4 bytes"));
-        (site as i64 + 5 + i64::from(rel)) as usize
+        let at = self.jump_at(site);
+        let rel = i32::from_le_bytes(self.map[at + 1..at + JUMP_LEN].try_into().expect("4 bytes"));
+        (site as i64 + JUMP_LEN as i64 + i64::from(rel)) as usize
     }
 
-    /// Points the 5-byte `jmp rel32` at `site` to `target`. Both lie in this region.
+    /// Points the `jmp rel32` at `site` to `target`. Both lie in this region.
     pub(crate) fn patch_jump(&mut self, site: usize, target: usize) {
-        let base = self.map.as_ptr() as usize;
-        let at = site - base;
+        let at = self.jump_at(site);
+        let rel = (target as i64 - (site as i64 + JUMP_LEN as i64)) as i32;
+        self.map[at + 1..at + JUMP_LEN].copy_from_slice(&rel.to_le_bytes());
+    }
+
+    /// The offset of the `jmp rel32` at `site`, which must be one in use.
+    fn jump_at(&self, site: usize) -> usize {
+        let at = site - self.map.as_ptr() as usize;
         assert!(
-            at + 5 <= self.used && self.map[at] == 0xe9,
+            at + JUMP_LEN <= self.used && self.map[at] == 0xe9,
             "a patch site is a jmp rel32 in use"
         );
-        let rel = (target as i64 - (site as i64 + 5)) as i32;
-        self.map[at + 1..at + 5].copy_from_slice(&rel.to_le_bytes());
+        at
     }
 }

@@ -86,6 +86,15 @@ pub(crate) struct FlagState {
     pub stale: bool,
 }
 
+impl FlagState {
+    /// The flags parked, and the host's holding nothing of them: as at a block's start, and
+    /// at code reached from another block.
+    pub(crate) const PARKED: FlagState = FlagState {
+        in_host: false,
+        stale: false,
+    };
+}
+
 /// An inline TLB lookup's way out: the call to the slow path, and what to do when even that
 /// cannot give a host address.
 struct SlowPath {
@@ -181,10 +190,7 @@ impl Emitter {
             ops: VecAssembler::new(base),
             base,
             runtime,
-            flags: FlagState {
-                in_host: false,
-                stale: false,
-            },
+            flags: FlagState::PARKED,
             cache: RegisterCache::default(),
             slow_paths: Vec::new(),
             budget_sites: Vec::new(),
@@ -676,10 +682,7 @@ impl Emitter {
                 ; jmp =>path.resume
                 ; =>failed
             );
-            self.flags = FlagState {
-                in_host: false,
-                stale: false,
-            };
+            self.flags = FlagState::PARKED;
             self.exit_to_interpreter(path.exit, None);
         }
     }

@@ -13,7 +13,7 @@ use umbra_cpu::state::Registers;
 use umbra_mmu::tlb::{ACCESS_BITS, InlineTlb};
 
 use crate::cache::{Block, BlockKey, CodeCache, FarContext};
-use crate::code_buffer::CodeBuffer;
+use crate::code_buffer::{CodeBuffer, JUMP_LEN};
 use crate::context::{self, BlockContext, Exit, JUMP_CACHE_BITS, JumpEntry, budget};
 use crate::counters::JitCounters;
 use crate::emitter::{Runtime, jump_lookup_routine, tlb_lookup_routine};
@@ -499,7 +499,7 @@ impl Jit {
                         self.counters.far_chains += 1;
                         entry
                     } else {
-                        site + 5
+                        site + JUMP_LEN
                     };
                     self.cache.chain_far(site, target, far);
                 } else {
@@ -676,8 +676,8 @@ fn host_mxcsr() -> u32 {
 }
 
 /// Assembles the code every block shares at the start of `buffer`: the way into generated
-/// code, the way out, the jump-cache lookup and the TLB lookups. Gives the entry's address, the addresses blocks
-/// use, and the bytes it all takes.
+/// code, the way out, the jump-cache lookup and the TLB lookups. Gives the entry's address,
+/// the addresses blocks use, and the bytes it all takes.
 fn permanent_code(buffer: &mut CodeBuffer) -> (usize, Runtime, usize) {
     let base = buffer.next_address();
     let mut ops = VecAssembler::<X64Relocation>::new(base);

@@ -2,10 +2,10 @@
 //!
 //! A guest basic block (decoded with iced-x86) becomes host x86-64 code (emitted with
 //! dynasmrt) that works on the vCPU's registers in a block context, reads the vCPU's TLB
-//! for every memory access without leaving generated code, and leaves to the interpreter each instruction it does not
-//! translate. The interpreter is the reference: a block's effects are exactly those of
-//! interpreting its instructions, and at every exit (a fault in its third load included) the
-//! state is what the interpreter would have left.
+//! for every memory access without leaving generated code, and leaves to the interpreter each
+//! instruction it does not translate. The interpreter is the reference: a block's effects are
+//! exactly those of interpreting its instructions, and at every exit (a fault in its third
+//! load included) the state is what the interpreter would have left.
 //!
 //! - [`context`]: the block context and the exits.
 //! - `code_buffer`: the executable memory.

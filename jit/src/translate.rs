@@ -823,10 +823,7 @@ impl BlockTranslator {
     /// the block's start.
     fn finish_budget_exit(&mut self) {
         dynasm!(self.emitter.ops ; .arch x64 ; =>self.budget_exit);
-        self.emitter.flags = FlagState {
-            in_host: false,
-            stale: false,
-        };
+        self.emitter.flags = FlagState::PARKED;
         self.emitter.exit(
             Exit::Budget,
             ExitPoint {
@@ -1710,10 +1707,7 @@ impl BlockTranslator {
     fn finish_returns(&mut self) {
         for (code, rip) in std::mem::take(&mut self.returns) {
             dynasm!(self.emitter.ops ; .arch x64 ; =>code);
-            self.emitter.flags = FlagState {
-                in_host: false,
-                stale: false,
-            };
+            self.emitter.flags = FlagState::PARKED;
             let at = ExitPoint {
                 rip,
                 unrun: 0,

@@ -9,9 +9,10 @@
 //! Roots are kept per (CR3, page role) in a small most-recently-used cache: a MOV to CR3 or a
 //! CR0.WP toggle switches to a cached root without unloading anything, and the TLB, tagged by
 //! root, keeps its entries for every cached root. A root evicted from the cache is parked by
-//! the shadow MMU, still coherent, and comes back with its translations. Shadow roots are used for 4-level and
-//! 5-level paging; in 32-bit and PAE paging (whose PAE root lives in PDPTE registers), and
-//! with paging off, the TLB alone caches walks and is flushed where the SDM flushes a TLB.
+//! the shadow MMU, still coherent, and comes back with its translations. Shadow roots are
+//! used for 4-level and 5-level paging; in 32-bit and PAE paging (whose PAE root lives in
+//! PDPTE registers), and with paging off, the TLB alone caches walks and is flushed where the
+//! SDM flushes a TLB.
 //!
 //! # Global pages
 //!
